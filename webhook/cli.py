@@ -1,0 +1,46 @@
+"""`kafka-expose` command line: one entry point, one sub-command per shell around the core.
+
+Each sub-command lives in its own module and is imported only when it runs, so `render` in a Helm
+post-renderer does not pay for Flask, gunicorn or the Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# sub-command -> (module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "render": ("webhook.render", "Helm post-renderer: expose the brokers of manifests on stdin"),
+    "explain": ("webhook.explain", "show, per broker, what it will advertise or why it is not exposed"),
+    "check": ("webhook.check", "evaluate the policy offline on manifests (exit 1 on violations)"),
+    "serve": ("webhook.serve", "run the admission webhook server (gunicorn + Flask, TLS)"),
+    "controller": ("webhook.controller", "run the per-broker LoadBalancer controller"),
+    "certs": ("webhook.certs", "certificate tooling (generate a CA and a serving certificate)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kafka-expose",
+        description="Expose every broker of an unmodified Kafka chart through its own internal LoadBalancer.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(module=module_name)
+        importlib.import_module(module_name).add_arguments(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(args.module)
+    code: int = module.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,311 @@
+"""The engine: for a Pod, a StatefulSet or a Service, decide what to change. Pure: dicts in, dicts out."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from webhook.core.decision import BrokerPlan, Decision
+from webhook.core.flavors import Listen, detect_flavor
+from webhook.core.hosts import POD_INDEX_LABEL, BrokerIdentity, HostError, env_expression, render, split_pod_name
+from webhook.core.images import FAMILIES, Family, image_family
+from webhook.core.listeners import ListenerError
+from webhook.core.podspec import (
+    PREFIX,
+    ShapeError,
+    as_dict,
+    as_list,
+    as_str,
+    containers,
+    literal_env,
+    ports,
+    set_container_port,
+    str_map,
+    used_ports,
+)
+from webhook.core.services import (
+    EXTERNAL_DNS,
+    is_managed,
+    selected_broker,
+    selects_kafka,
+    service_name,
+    single_broker_host,
+)
+from webhook.settings import Settings
+
+EXPOSED_LABEL = PREFIX + "exposed"
+STS_POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+
+
+class NotExposed(Exception):
+    """A broker that is not exposed; `warn` when it should have been (the user must hear why)."""
+
+    def __init__(self, reason: str, warn: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.warn = warn
+
+
+def mutate(obj: Mapping[str, Any], settings: Settings, namespace: str | None = None) -> Decision:
+    """Decide what to change on a Pod, a StatefulSet or a Service. Never modifies `obj`."""
+    kind = obj.get("kind") if isinstance(obj, Mapping) else None
+    handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
+    if handler is None:
+        return _unchanged(obj, "skipped", f"kind {kind!r} is not handled")
+    try:
+        return handler(obj, settings, namespace)
+    except ShapeError as err:
+        # A malformed object is never half-mutated: it is answered as it came, with the reason.
+        return _unchanged(obj, "warned", f"cannot read {kind}: {err}", warn=True)
+
+
+def _unchanged(obj: Mapping[str, Any], outcome: Any, reason: str, warn: bool = False) -> Decision:
+    return Decision(
+        kind=str(obj.get("kind", "")) if isinstance(obj, Mapping) else "",
+        outcome=outcome,
+        result=copy.deepcopy(dict(obj)) if isinstance(obj, Mapping) else {},
+        reason=reason,
+        warnings=(reason,) if warn else (),
+    )
+
+
+def _finish(kind: str, original: Mapping[str, Any], result: dict[str, Any], reason: str, plans: tuple[BrokerPlan, ...]) -> Decision:
+    outcome = "mutated" if result != original else "unchanged"
+    return Decision(kind=kind, outcome=outcome, result=result, reason=reason, plans=plans)
+
+
+# ---------------------------------------------------------------------------------------------- pods
+
+
+@dataclass(frozen=True)
+class Broker:
+    container_index: int
+    family: Family
+
+
+def find_broker(metadata: Mapping[str, Any], spec: Mapping[str, Any], settings: Settings) -> Broker | None:
+    """The Kafka broker container of a pod (spec), or None if the pod is not Kafka."""
+    labels = str_map(metadata.get("labels"), "metadata.labels")
+    wanted = settings.match.pod_labels
+    by_labels = bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
+    for index, container in enumerate(containers(spec)):
+        family = image_family(str(container.get("image", "")), settings)
+        if family is not None:
+            return Broker(index, family)
+    if by_labels and containers(spec):
+        return Broker(0, FAMILIES[settings.match.pod_labels_family])
+    return None
+
+
+def _roles(container: Mapping[str, Any], family: Family) -> str | None:
+    try:
+        return literal_env(container, family.env_name("process.roles"))
+    except ShapeError:
+        return None  # from a Secret or ConfigMap: the runtime check in the image decides
+
+
+def pod_identity(obj: Mapping[str, Any], namespace: str | None) -> BrokerIdentity | None:
+    """StatefulSet, ordinal and namespace of a pod, or None if it is not a StatefulSet pod."""
+    metadata = as_dict(obj.get("metadata"), "metadata")
+    labels = str_map(metadata.get("labels"), "metadata.labels")
+    owners = [as_dict(o, "ownerReferences[]") for o in as_list(metadata.get("ownerReferences"), "ownerReferences")]
+    owner = next((o for o in owners if o.get("kind") == "StatefulSet" and isinstance(o.get("name"), str)), None)
+    name = metadata.get("name") or labels.get(STS_POD_NAME_LABEL)
+    if owner is None and STS_POD_NAME_LABEL not in labels:
+        return None
+    if not isinstance(name, str):
+        raise NotExposed("the pod has no name yet, so its host cannot be derived", warn=True)
+    parts = split_pod_name(name)
+    statefulset = owner["name"] if owner else (parts[0] if parts else None)
+    ordinal = labels.get(POD_INDEX_LABEL)
+    index = int(ordinal) if ordinal is not None and ordinal.isdigit() else (parts[1] if parts else None)
+    if statefulset is None or index is None:
+        raise NotExposed(f"cannot tell the ordinal of pod {name!r}", warn=True)
+    ns = namespace or metadata.get("namespace") or "default"
+    return BrokerIdentity(statefulset, as_str(ns, "metadata.namespace"), name, index)
+
+
+def _choose_port(spec: Mapping[str, Any], container: Mapping[str, Any], name: str, first: int) -> int:
+    """A container port that no container of the pod uses; a port already named for our listener
+    (ours from an earlier pass, or the chart's own external port) is reused."""
+    for entry in ports(container):
+        if entry.get("name") == name:
+            return int(entry["containerPort"])
+    used = used_ports(spec)
+    port = first
+    while port in used:
+        port += 1
+    if port > 65535:
+        raise NotExposed("no free container port for the external listener", warn=True)
+    return port
+
+
+def port_name(settings: Settings) -> str:
+    return settings.listener.name.lower().replace("_", "-")[:15]
+
+
+def expose(
+    metadata: dict[str, Any], spec: dict[str, Any], settings: Settings, identity: BrokerIdentity, concrete: bool
+) -> BrokerPlan:
+    """Edit a pod's (or pod template's) metadata and spec in place; raise NotExposed with the reason.
+
+    `concrete`: a real Pod (its host is checked and recorded); otherwise a StatefulSet template whose
+    host is checked for every ordinal by the caller.
+    """
+    broker = find_broker(metadata, spec, settings)
+    if broker is None:
+        raise NotExposed("no Kafka broker container", warn=False)
+    container = containers(spec)[broker.container_index]
+    roles = _roles(container, broker.family)
+    if roles is not None and "broker" not in roles:
+        raise NotExposed(f"KRaft controller-only node (process.roles={roles})", warn=False)
+    flavor = detect_flavor(spec, container, broker.family)
+    if flavor is None:
+        raise NotExposed(
+            f"unknown layout for image {container.get('image')!r}: no prepared server.properties, no shell "
+            f"command that execs the run script, no {broker.family.env_name('advertised.listeners')} env",
+            warn=True,
+        )
+    host = render(settings.host_template, identity, settings.domain) if concrete else ""
+    listener = settings.listener
+    name = port_name(settings)
+    container_port = _choose_port(spec, container, name, listener.container_port or listener.port)
+    expression, host_env = env_expression(settings.host_template, identity, settings.domain)
+    listen = Listen(
+        name=listener.name,
+        host_expression=f"$({host_env[-1]['name']})",
+        advertised_port=listener.port,
+        container_port=container_port,
+        security_protocol=listener.security_protocol,
+        on_existing=settings.on_existing_listener,
+        env=tuple(host_env),
+    )
+    try:
+        protocol = flavor.apply(spec, container, broker.family, listen)
+    except ListenerError as err:
+        raise NotExposed(f"cannot add the {listener.name} listener: {err}", warn=True) from None
+    set_container_port(container, name, container_port)
+    plan = BrokerPlan(
+        pod=identity.pod or "",
+        namespace=identity.namespace,
+        statefulset=identity.statefulset,
+        ordinal=identity.ordinal,
+        flavor=flavor.name,
+        listener_name=listener.name,
+        host=host or expression,
+        advertised_port=listener.port,
+        container_port=container_port,
+        container_port_name=name,
+        security_protocol=protocol or None,
+        service_name=service_name(settings, identity) if concrete else "",
+    )
+    labels = metadata.setdefault("labels", {})
+    labels[EXPOSED_LABEL] = "true"
+    annotations = metadata.setdefault("annotations", {})
+    str_map(annotations, "metadata.annotations")
+    annotations[PREFIX + "flavor"] = flavor.name
+    annotations[PREFIX + "settings-version"] = settings.version
+    if concrete:
+        annotations[PREFIX + "advertised"] = plan.advertised
+        annotations[PREFIX + "service"] = plan.service_name
+        annotations[PREFIX + "container-port"] = str(container_port)
+        annotations[PREFIX + "security-protocol"] = protocol or "as the client listener (decided at start)"
+    return plan
+
+
+def _mutate_pod(obj: Mapping[str, Any], settings: Settings, namespace: str | None) -> Decision:
+    try:
+        metadata_in = as_dict(obj.get("metadata"), "metadata")
+        if find_broker(metadata_in, as_dict(obj.get("spec"), "spec"), settings) is None:
+            return _unchanged(obj, "skipped", "no Kafka broker container")
+        identity = pod_identity(obj, namespace)
+        if identity is None:
+            return _unchanged(obj, "skipped", "not a StatefulSet pod")
+        result = copy.deepcopy(dict(obj))
+        metadata = as_dict(result.get("metadata"), "metadata")
+        spec = as_dict(result.get("spec"), "spec")
+        plan = expose(metadata, spec, settings, identity, concrete=True)
+    except (NotExposed, HostError) as err:
+        warn = err.warn if isinstance(err, NotExposed) else True
+        reason = err.reason if isinstance(err, NotExposed) else str(err)
+        return _unchanged(obj, "warned" if warn else "skipped", reason, warn=warn)
+    return _finish("Pod", obj, result, f"exposed as {plan.advertised}", (plan,))
+
+
+# -------------------------------------------------------------------------------------- statefulsets
+
+
+def _mutate_statefulset(obj: Mapping[str, Any], settings: Settings, namespace: str | None) -> Decision:
+    """For `render`: expose the pod template, plan a Service per ordinal."""
+    result = copy.deepcopy(dict(obj))
+    metadata = as_dict(result.get("metadata"), "metadata")
+    name = as_str(metadata.get("name"), "metadata.name")
+    ns = as_str(namespace or metadata.get("namespace") or "default", "metadata.namespace")
+    spec = as_dict(result.get("spec"), "spec")
+    replicas = spec.get("replicas", 1)
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise ShapeError("spec.replicas is not a non-negative integer")
+    template = as_dict(spec.get("template"), "spec.template")
+    template_meta = template.setdefault("metadata", {})
+    as_dict(template_meta, "spec.template.metadata")
+    template_spec = as_dict(template.get("spec"), "spec.template.spec")
+    identity = BrokerIdentity(name, ns)
+    try:
+        # Every ordinal's host must be valid before anything is changed.
+        hosts = [render(settings.host_template, identity.for_ordinal(i), settings.domain) for i in range(replicas)]
+        template_plan = expose(template_meta, template_spec, settings, identity, concrete=False)
+    except (NotExposed, HostError) as err:
+        warn = err.warn if isinstance(err, NotExposed) else True
+        reason = err.reason if isinstance(err, NotExposed) else str(err)
+        return _unchanged(obj, "warned" if warn else "skipped", reason, warn=warn)
+    plans = tuple(
+        BrokerPlan(
+            **{
+                **template_plan.__dict__,
+                "pod": f"{name}-{i}",
+                "ordinal": i,
+                "host": hosts[i],
+                "service_name": service_name(settings, identity.for_ordinal(i)),
+            }
+        )
+        for i in range(replicas)
+    )
+    return _finish("StatefulSet", obj, result, f"exposed {replicas} broker(s)", plans)
+
+
+# ------------------------------------------------------------------------------------------ services
+
+
+def _mutate_service(obj: Mapping[str, Any], settings: Settings, namespace: str | None) -> Decision:
+    """A chart's own LoadBalancer Service in front of brokers gets the internal-LB settings (and the
+    broker's external-dns name when it fronts a single broker), so it cannot open a public LB."""
+    if is_managed(obj):
+        return _unchanged(obj, "skipped", "created by kafka-expose")
+    spec = as_dict(obj.get("spec"), "spec")
+    if spec.get("type") != "LoadBalancer":
+        return _unchanged(obj, "skipped", "not a LoadBalancer Service")
+    if not selects_kafka(obj, settings):
+        return _unchanged(obj, "skipped", "does not select Kafka brokers")
+    result = copy.deepcopy(dict(obj))
+    metadata = as_dict(result.setdefault("metadata", {}), "metadata")
+    annotations = str_map(metadata.setdefault("annotations", {}), "metadata.annotations")
+    lb = settings.load_balancer
+    annotations.update(lb.internal_annotations())
+    ns = as_str(namespace or metadata.get("namespace") or "default", "metadata.namespace")
+    host = single_broker_host(obj, settings, ns)
+    if host and EXTERNAL_DNS not in annotations:
+        annotations[EXTERNAL_DNS] = host
+    annotations[PREFIX + "internal-load-balancer"] = lb.cloud
+    result_spec = as_dict(result["spec"], "spec")
+    if lb.load_balancer_class and "loadBalancerClass" not in result_spec:
+        result_spec["loadBalancerClass"] = lb.load_balancer_class
+    if lb.source_ranges and not result_spec.get("loadBalancerSourceRanges"):
+        result_spec["loadBalancerSourceRanges"] = list(lb.source_ranges)
+    broker = selected_broker(obj)
+    reason = f"internal load balancer for {broker}" if broker else "internal load balancer for Kafka brokers"
+    return _finish("Service", obj, result, reason, ())
+
+
+_HANDLERS = {"Pod": _mutate_pod, "StatefulSet": _mutate_statefulset, "Service": _mutate_service}

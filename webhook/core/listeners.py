@@ -1,0 +1,174 @@
+"""Kafka listener lists and security protocol maps, as Kafka reads them.
+
+`listeners` and `advertised.listeners` are comma-separated `NAME://host:port` entries (the host may be
+empty, an IPv6 literal in brackets, or a `$(VAR)`/`${VAR}` reference that the image expands later).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+# Kafka's default listener.security.protocol.map (KafkaConfig / SocketServerConfigs).
+DEFAULT_PROTOCOL_MAP = (
+    ("PLAINTEXT", "PLAINTEXT"),
+    ("SSL", "SSL"),
+    ("SASL_PLAINTEXT", "SASL_PLAINTEXT"),
+    ("SASL_SSL", "SASL_SSL"),
+)
+_ENTRY_RE = re.compile(r"^(?P<name>[A-Za-z0-9_]+)://(?P<host>.*):(?P<port>[^:\]]+)$")
+
+
+class ListenerError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Listener:
+    name: str
+    host: str
+    port: str  # a string: it may be a `$(VAR)` or `$((...))` shell expression
+
+    def __str__(self) -> str:
+        return f"{self.name}://{self.host}:{self.port}"
+
+    @property
+    def port_number(self) -> int | None:
+        return int(self.port) if self.port.isdigit() else None
+
+
+def parse_listeners(value: str) -> list[Listener]:
+    """Parse a listener list; raise ListenerError on an entry Kafka would refuse."""
+    listeners = []
+    for raw in value.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        match = _ENTRY_RE.match(entry)
+        if not match:
+            raise ListenerError(f"listener entry {entry!r} is not NAME://host:port")
+        listeners.append(Listener(match["name"].upper(), match["host"], match["port"]))
+    names = [entry.name for entry in listeners]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ListenerError(f"listener name(s) {', '.join(duplicates)} appear more than once")
+    return listeners
+
+
+def format_listeners(listeners: list[Listener]) -> str:
+    return ",".join(str(entry) for entry in listeners)
+
+
+def parse_protocol_map(value: str) -> list[tuple[str, str]]:
+    pairs = []
+    for raw in value.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        name, sep, protocol = entry.partition(":")
+        if not sep or protocol.strip().upper() not in SECURITY_PROTOCOLS:
+            raise ListenerError(f"protocol map entry {entry!r} is not NAME:PROTOCOL")
+        pairs.append((name.strip().upper(), protocol.strip().upper()))
+    return pairs
+
+
+def format_protocol_map(pairs: list[tuple[str, str]]) -> str:
+    return ",".join(f"{name}:{protocol}" for name, protocol in pairs)
+
+
+def default_protocol_map(controller_names: list[str]) -> list[tuple[str, str]]:
+    """Kafka's default map; in KRaft an unmapped controller listener defaults to PLAINTEXT."""
+    pairs = list(DEFAULT_PROTOCOL_MAP)
+    pairs += [(name, "PLAINTEXT") for name in controller_names if name not in dict(pairs)]
+    return pairs
+
+
+def derive_listeners(advertised: list[Listener]) -> list[Listener]:
+    """What Confluent and Apache images bind when only advertised listeners are set."""
+    return [Listener(entry.name, "0.0.0.0", entry.port) for entry in advertised]
+
+
+def client_listener(advertised: list[Listener], inter_broker: str | None, controllers: list[str]) -> str | None:
+    """The listener clients use: CLIENT if present, else the first that is neither inter-broker nor a
+    controller listener, else the inter-broker one (single-listener charts)."""
+    names = [entry.name for entry in advertised if entry.name not in controllers]
+    if "CLIENT" in names:
+        return "CLIENT"
+    others = [name for name in names if name != inter_broker]
+    if others:
+        return others[0]
+    return names[0] if names else None
+
+
+def protocol_of(name: str, pairs: list[tuple[str, str]]) -> str | None:
+    mapped = dict(pairs).get(name)
+    if mapped:
+        return mapped
+    return name if name in SECURITY_PROTOCOLS else None
+
+
+@dataclass(frozen=True)
+class ListenerEdit:
+    """Inputs and result of adding (or replacing) the external listener on one broker."""
+
+    advertised: str
+    listeners: str
+    protocol_map: str
+    client: str | None
+    protocol: str
+    replaced_existing: bool
+
+
+def add_external_listener(
+    *,
+    advertised: str,
+    listeners: str | None,
+    protocol_map: str | None,
+    inter_broker: str | None,
+    controllers: list[str],
+    name: str,
+    host: str,
+    port: int,
+    container_port: int,
+    protocol: str | None,
+    on_existing: str,
+) -> ListenerEdit | None:
+    """Add `name://host:port` to the advertised listeners and `name://:container_port` to the bound ones.
+
+    `listeners=None` means "derived from the advertised ones" (Confluent/Apache images);
+    `protocol_map=None` means Kafka's default. Returns None when `on_existing == "keep"` and the
+    broker already advertises `name`. Raises ListenerError when the edit would stop Kafka.
+    """
+    advertised_entries = parse_listeners(advertised)
+    bound = parse_listeners(listeners) if listeners is not None else derive_listeners(advertised_entries)
+    pairs = parse_protocol_map(protocol_map) if protocol_map is not None else default_protocol_map(controllers)
+    existing = any(entry.name == name for entry in advertised_entries)
+    if existing and on_existing == "keep":
+        return None
+    for entry in bound:
+        if entry.name != name and entry.port_number == container_port:
+            raise ListenerError(f"container port {container_port} is already used by listener {entry.name}")
+    client = client_listener(advertised_entries, inter_broker, controllers)
+    chosen = protocol or (protocol_of(client, pairs) if client else None) or "PLAINTEXT"
+
+    ours = Listener(name, host, str(port))
+    new_advertised = [ours if entry.name == name else entry for entry in advertised_entries]
+    if not existing:
+        new_advertised.append(ours)
+    ours_bound = Listener(name, "", str(container_port))
+    new_bound = [ours_bound if entry.name == name else entry for entry in bound]
+    if all(entry.name != name for entry in bound):
+        new_bound.append(ours_bound)
+    if name not in dict(pairs):
+        pairs = [*pairs, (name, chosen)]
+    elif protocol:
+        pairs = [(key, protocol if key == name else value) for key, value in pairs]
+    return ListenerEdit(
+        advertised=format_listeners(new_advertised),
+        listeners=format_listeners(new_bound),
+        protocol_map=format_protocol_map(pairs),
+        client=client,
+        protocol=dict(pairs)[name],
+        replaced_existing=existing,
+    )

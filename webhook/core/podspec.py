@@ -1,0 +1,130 @@
+"""Reading and editing raw pod specs (plain dicts as the API server sent them).
+
+Raw dicts, never the client's model classes: those drop fields they do not know and turn a no-op
+into a spurious patch. Accessors raise `ShapeError` on anything that is not what the Pod schema
+says, so hostile or broken objects are refused with a reason instead of a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+PREFIX = "kafka-expose.io/"
+
+
+class ShapeError(ValueError):
+    """The object does not have the shape Kubernetes gives it."""
+
+
+def as_dict(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ShapeError(f"{where} is not an object")
+    return value
+
+
+def as_list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ShapeError(f"{where} is not a list")
+    return value
+
+
+def as_str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ShapeError(f"{where} is not a string")
+    return value
+
+
+def str_map(value: Any, where: str) -> dict[str, str]:
+    mapping = as_dict(value, where)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+        raise ShapeError(f"{where} must map strings to strings")
+    return mapping
+
+
+def containers(spec: Mapping[str, Any], field: str = "containers") -> list[dict[str, Any]]:
+    items = as_list(spec.get(field), f"spec.{field}")
+    for index, item in enumerate(items):
+        container = as_dict(item, f"spec.{field}[{index}]")
+        as_str(container.get("name"), f"spec.{field}[{index}].name")
+        if not isinstance(container.get("image", ""), str):
+            raise ShapeError(f"spec.{field}[{index}].image is not a string")
+    return items
+
+
+def env_list(container: Mapping[str, Any]) -> list[dict[str, Any]]:
+    entries = as_list(container.get("env"), "env")
+    for entry in entries:
+        as_str(as_dict(entry, "env[]").get("name"), "env[].name")
+    return entries
+
+
+def env_entry(container: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    """The last entry of that name (Kubernetes lets a later duplicate win)."""
+    found = None
+    for entry in env_list(container):
+        if entry["name"] == name:
+            found = entry
+    return found
+
+
+def literal_env(container: Mapping[str, Any], name: str) -> str | None:
+    """The literal value of an env var; None if unset. Raises ShapeError if it comes from elsewhere."""
+    entry = env_entry(container, name)
+    if entry is None:
+        return None
+    if "valueFrom" in entry:
+        raise ShapeError(f"env {name} comes from valueFrom; its value is unknown at admission")
+    value = entry.get("value", "")
+    return as_str(value, f"env {name}")
+
+
+def set_env_front(container: dict[str, Any], entries: list[dict[str, Any]]) -> None:
+    """Put `entries` first (so later `$(VAR)` references expand), replacing earlier copies."""
+    names = {entry["name"] for entry in entries}
+    rest = [entry for entry in env_list(container) if entry["name"] not in names]
+    container["env"] = [*entries, *rest]
+
+
+def set_env_value(container: dict[str, Any], name: str, value: str) -> None:
+    """Set an env var in place (keeping its position), or append it."""
+    entries = env_list(container)
+    for entry in entries:
+        if entry["name"] == name:
+            entry.pop("valueFrom", None)
+            entry["value"] = value
+            return
+    entries.append({"name": name, "value": value})
+    container["env"] = entries
+
+
+def ports(container: Mapping[str, Any]) -> list[dict[str, Any]]:
+    items = as_list(container.get("ports"), "ports")
+    for item in items:
+        port = as_dict(item, "ports[]").get("containerPort")
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise ShapeError("ports[].containerPort is not an integer")
+    return items
+
+
+def used_ports(spec: Mapping[str, Any]) -> set[int]:
+    used: set[int] = set()
+    for field in ("containers", "initContainers"):
+        for container in containers(spec, field):
+            used.update(int(port["containerPort"]) for port in ports(container))
+    return used
+
+
+def set_container_port(container: dict[str, Any], name: str, number: int) -> None:
+    entries = ports(container)
+    entries = [entry for entry in entries if entry.get("name") != name]
+    entries.append({"name": name, "containerPort": number, "protocol": "TCP"})
+    container["ports"] = entries
+
+
+def field_ref_env(name: str, field_path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}}

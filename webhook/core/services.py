@@ -1,0 +1,138 @@
+"""LoadBalancer Services: the one we plan per broker, and the chart's own that select brokers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from webhook.core.decision import BrokerPlan
+from webhook.core.hosts import BrokerIdentity, HostError, render, split_pod_name
+from webhook.core.podspec import PREFIX
+from webhook.settings import Settings
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "kafka-expose"
+OWNED_LABEL = PREFIX + "managed-by"
+STATEFULSET_LABEL = PREFIX + "statefulset"
+POD_LABEL = PREFIX + "pod"
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+EXTERNAL_DNS = "external-dns.alpha.kubernetes.io/hostname"
+
+
+def service_name(settings: Settings, identity: BrokerIdentity) -> str:
+    return settings.load_balancer.service_name_template.format(
+        pod=identity.pod,
+        ordinal=identity.ordinal,
+        statefulset=identity.statefulset,
+        namespace=identity.namespace,
+        domain=settings.domain,
+    )
+
+
+def bootstrap_host(settings: Settings, identity: BrokerIdentity) -> str | None:
+    if settings.bootstrap_host_template is None:
+        return None
+    return render(settings.bootstrap_host_template, identity, settings.domain)
+
+
+def managed_labels(identity: BrokerIdentity) -> dict[str, str]:
+    return {
+        MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+        OWNED_LABEL: MANAGED_BY_VALUE,
+        STATEFULSET_LABEL: identity.statefulset,
+        POD_LABEL: identity.pod or "",
+    }
+
+
+def is_managed(service: Mapping[str, Any]) -> bool:
+    labels = (service.get("metadata") or {}).get("labels") or {}
+    return isinstance(labels, dict) and labels.get(OWNED_LABEL) == MANAGED_BY_VALUE
+
+
+def broker_service(
+    plan: BrokerPlan, settings: Settings, owner: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The per-broker LoadBalancer Service: only this broker behind it, the cloud's internal-LB
+    settings, and the external-dns name that makes `plan.host` follow the load balancer's address."""
+    identity = BrokerIdentity(plan.statefulset or "", plan.namespace, plan.pod, plan.ordinal)
+    hostnames = [plan.host]
+    bootstrap = bootstrap_host(settings, identity)
+    if bootstrap:
+        hostnames.append(bootstrap)
+    lb = settings.load_balancer
+    metadata: dict[str, Any] = {
+        "name": plan.service_name,
+        "namespace": plan.namespace,
+        "labels": managed_labels(identity),
+        "annotations": {
+            **lb.internal_annotations(),
+            EXTERNAL_DNS: ",".join(hostnames),
+            PREFIX + "advertised": plan.advertised,
+            PREFIX + "settings-version": settings.version,
+        },
+    }
+    if owner is not None:
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "StatefulSet",
+                "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"],
+                "blockOwnerDeletion": False,
+            }
+        ]
+    spec: dict[str, Any] = {
+        "type": "LoadBalancer",
+        "selector": {POD_NAME_LABEL: plan.pod},
+        "ports": [
+            {
+                "name": plan.container_port_name,
+                "port": plan.advertised_port,
+                "targetPort": plan.container_port,
+                "protocol": "TCP",
+            }
+        ],
+        "externalTrafficPolicy": lb.external_traffic_policy,
+        "publishNotReadyAddresses": False,
+    }
+    if lb.load_balancer_class:
+        spec["loadBalancerClass"] = lb.load_balancer_class
+    if lb.source_ranges:
+        spec["loadBalancerSourceRanges"] = list(lb.source_ranges)
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
+
+
+def selected_broker(service: Mapping[str, Any]) -> str | None:
+    """The single broker pod a Service selects by pod name, if it selects exactly one."""
+    selector = (service.get("spec") or {}).get("selector") or {}
+    pod = selector.get(POD_NAME_LABEL) if isinstance(selector, dict) else None
+    if isinstance(pod, str):
+        return pod
+    labels = selector.get("pod") if isinstance(selector, dict) else None  # incubator/kafka 0.9 style
+    return labels if isinstance(labels, str) and split_pod_name(labels) else None
+
+
+def selects_kafka(service: Mapping[str, Any], settings: Settings) -> bool:
+    """Whether a Service selects Kafka brokers, judged from the Service alone (admission sees no pods):
+    a selector that names a broker pod, mentions kafka, or matches the settings' broker labels."""
+    selector = (service.get("spec") or {}).get("selector") or {}
+    if not isinstance(selector, dict) or not selector:
+        return False
+    if selected_broker(service):
+        return True
+    wanted = settings.match.pod_labels
+    if wanted and all(selector.get(k) == v for k, v in wanted.items()):
+        return True
+    return any("kafka" in str(value).lower() for value in selector.values())
+
+
+def single_broker_host(service: Mapping[str, Any], settings: Settings, namespace: str) -> str | None:
+    pod = selected_broker(service)
+    parts = split_pod_name(pod) if pod else None
+    if not pod or not parts:
+        return None
+    identity = BrokerIdentity(parts[0], namespace, pod, parts[1])
+    try:
+        return render(settings.host_template, identity, settings.domain)
+    except HostError:
+        return None
