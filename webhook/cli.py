@@ -22,7 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the sub-command `only` (if given) imports its module for its arguments."""
     parser = argparse.ArgumentParser(
         prog="kafka-expose",
         description="Expose every broker of an unmodified Kafka chart through its own internal LoadBalancer.",
@@ -31,12 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(module=module_name)
-        importlib.import_module(module_name).add_arguments(sub)
+        if only is None or name == only:
+            importlib.import_module(module_name).add_arguments(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    chosen = words[0] if words and words[0] in COMMANDS else "-"
+    args = build_parser(only=chosen).parse_args(words)
     module = importlib.import_module(args.module)
     code: int = module.run(args)
     return code

@@ -31,7 +31,9 @@ from webhook.core.clouds import CLOUD_PRESETS
 PLACEHOLDERS = ("pod", "ordinal", "statefulset", "namespace", "domain")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 _LISTENER_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
-_DNS_NAME_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
+_DNS_NAME_RE = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
+)
 _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
 
@@ -78,9 +80,7 @@ Mode = Literal["enforce", "warn", "off"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True
-    )
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
 
 class ListenerSettings(_Model):

@@ -7,9 +7,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.core.decision import BrokerPlan, Decision
+from webhook.core.decision import BrokerPlan, Decision, Outcome
 from webhook.core.flavors import Listen, detect_flavor
-from webhook.core.hosts import POD_INDEX_LABEL, BrokerIdentity, HostError, env_expression, render, split_pod_name
+from webhook.core.hosts import (
+    POD_INDEX_LABEL,
+    BrokerIdentity,
+    HostError,
+    env_expression,
+    render,
+    split_pod_name,
+)
 from webhook.core.images import FAMILIES, Family, image_family
 from webhook.core.listeners import ListenerError
 from webhook.core.podspec import (
@@ -61,7 +68,7 @@ def mutate(obj: Mapping[str, Any], settings: Settings, namespace: str | None = N
         return _unchanged(obj, "warned", f"cannot read {kind}: {err}", warn=True)
 
 
-def _unchanged(obj: Mapping[str, Any], outcome: Any, reason: str, warn: bool = False) -> Decision:
+def _unchanged(obj: Mapping[str, Any], outcome: Outcome, reason: str, warn: bool = False) -> Decision:
     return Decision(
         kind=str(obj.get("kind", "")) if isinstance(obj, Mapping) else "",
         outcome=outcome,
@@ -71,8 +78,10 @@ def _unchanged(obj: Mapping[str, Any], outcome: Any, reason: str, warn: bool = F
     )
 
 
-def _finish(kind: str, original: Mapping[str, Any], result: dict[str, Any], reason: str, plans: tuple[BrokerPlan, ...]) -> Decision:
-    outcome = "mutated" if result != original else "unchanged"
+def _finish(
+    kind: str, original: Mapping[str, Any], result: dict[str, Any], reason: str, plans: tuple[BrokerPlan, ...]
+) -> Decision:
+    outcome: Outcome = "mutated" if result != original else "unchanged"
     return Decision(kind=kind, outcome=outcome, result=result, reason=reason, plans=plans)
 
 
@@ -110,8 +119,12 @@ def pod_identity(obj: Mapping[str, Any], namespace: str | None) -> BrokerIdentit
     """StatefulSet, ordinal and namespace of a pod, or None if it is not a StatefulSet pod."""
     metadata = as_dict(obj.get("metadata"), "metadata")
     labels = str_map(metadata.get("labels"), "metadata.labels")
-    owners = [as_dict(o, "ownerReferences[]") for o in as_list(metadata.get("ownerReferences"), "ownerReferences")]
-    owner = next((o for o in owners if o.get("kind") == "StatefulSet" and isinstance(o.get("name"), str)), None)
+    owners = [
+        as_dict(o, "ownerReferences[]") for o in as_list(metadata.get("ownerReferences"), "ownerReferences")
+    ]
+    owner = next(
+        (o for o in owners if o.get("kind") == "StatefulSet" and isinstance(o.get("name"), str)), None
+    )
     name = metadata.get("name") or labels.get(STS_POD_NAME_LABEL)
     if owner is None and STS_POD_NAME_LABEL not in labels:
         return None
@@ -147,7 +160,11 @@ def port_name(settings: Settings) -> str:
 
 
 def expose(
-    metadata: dict[str, Any], spec: dict[str, Any], settings: Settings, identity: BrokerIdentity, concrete: bool
+    metadata: dict[str, Any],
+    spec: dict[str, Any],
+    settings: Settings,
+    identity: BrokerIdentity,
+    concrete: bool,
 ) -> BrokerPlan:
     """Edit a pod's (or pod template's) metadata and spec in place; raise NotExposed with the reason.
 
@@ -254,7 +271,9 @@ def _mutate_statefulset(obj: Mapping[str, Any], settings: Settings, namespace: s
     identity = BrokerIdentity(name, ns)
     try:
         # Every ordinal's host must be valid before anything is changed.
-        hosts = [render(settings.host_template, identity.for_ordinal(i), settings.domain) for i in range(replicas)]
+        hosts = [
+            render(settings.host_template, identity.for_ordinal(i), settings.domain) for i in range(replicas)
+        ]
         template_plan = expose(template_meta, template_spec, settings, identity, concrete=False)
     except (NotExposed, HostError) as err:
         warn = err.warn if isinstance(err, NotExposed) else True

@@ -69,7 +69,9 @@ class Flavor(Protocol):
 
 
 def _mounts(container: dict[str, Any]) -> list[dict[str, Any]]:
-    return [as_dict(mount, "volumeMounts[]") for mount in as_list(container.get("volumeMounts"), "volumeMounts")]
+    return [
+        as_dict(mount, "volumeMounts[]") for mount in as_list(container.get("volumeMounts"), "volumeMounts")
+    ]
 
 
 class PreparedFile:
@@ -78,10 +80,13 @@ class PreparedFile:
 
     name = "prepared-file"
 
-    def _source(self, spec: dict[str, Any], container: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
+    def _source(
+        self, spec: dict[str, Any], container: dict[str, Any]
+    ) -> tuple[str, str, dict[str, Any]] | None:
         """(volume, file inside the volume, the chart's init container that prepares it)."""
         volumes = {
-            v.get("name"): v for v in (as_dict(v, "volumes[]") for v in as_list(spec.get("volumes"), "volumes"))
+            v.get("name"): v
+            for v in (as_dict(v, "volumes[]") for v in as_list(spec.get("volumes"), "volumes"))
         }
         for mount in _mounts(container):
             path, sub_path, volume = mount.get("mountPath"), mount.get("subPath"), mount.get("name")
@@ -189,7 +194,9 @@ class EnvOnly:
             return literal_env(container, family.env_name(prop))
 
         advertised = value("advertised.listeners") or ""
-        controllers = [n.strip().upper() for n in (value("controller.listener.names") or "").split(",") if n.strip()]
+        controllers = [
+            n.strip().upper() for n in (value("controller.listener.names") or "").split(",") if n.strip()
+        ]
         edit = add_external_listener(
             advertised=advertised,
             listeners=value("listeners"),

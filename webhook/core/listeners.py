@@ -89,7 +89,9 @@ def derive_listeners(advertised: list[Listener]) -> list[Listener]:
     return [Listener(entry.name, "0.0.0.0", entry.port) for entry in advertised]
 
 
-def client_listener(advertised: list[Listener], inter_broker: str | None, controllers: list[str]) -> str | None:
+def client_listener(
+    advertised: list[Listener], inter_broker: str | None, controllers: list[str]
+) -> str | None:
     """The listener clients use: CLIENT if present, else the first that is neither inter-broker nor a
     controller listener, else the inter-broker one (single-listener charts)."""
     names = [entry.name for entry in advertised if entry.name not in controllers]
@@ -142,7 +144,9 @@ def add_external_listener(
     """
     advertised_entries = parse_listeners(advertised)
     bound = parse_listeners(listeners) if listeners is not None else derive_listeners(advertised_entries)
-    pairs = parse_protocol_map(protocol_map) if protocol_map is not None else default_protocol_map(controllers)
+    pairs = (
+        parse_protocol_map(protocol_map) if protocol_map is not None else default_protocol_map(controllers)
+    )
     existing = any(entry.name == name for entry in advertised_entries)
     if existing and on_existing == "keep":
         return None

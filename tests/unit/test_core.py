@@ -1,0 +1,235 @@
+"""The pure core over every shared chart render and our own small StatefulSets, judged by what the
+broker will really advertise once its image has evaluated env, shell command and prepared files."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from expectations import assert_exposed, own_manifest
+from imagesim import evaluate
+from podfactory import load_render, pod_from_statefulset, render_names, statefulsets
+
+from webhook.core import mutate
+from webhook.core.services import broker_service
+from webhook.settings import Settings, parse_settings
+
+pytestmark = pytest.mark.unit
+
+SETTINGS = parse_settings({"domain": "kafka.example.com", "loadBalancer": {"cloud": "gke"}})
+BROKER_RENDERS = render_names("default", "brokers3")
+
+
+def pod_of(sts: dict[str, Any], ordinal: int, namespace: str = "kafka") -> dict[str, Any]:
+    return pod_from_statefulset(sts, ordinal, namespace)
+
+
+def broker_statefulsets(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [s for s in statefulsets(docs) if mutate(s, SETTINGS, "kafka").plans]
+
+
+@pytest.mark.parametrize("render", BROKER_RENDERS)
+def test_webhook_exposes_every_broker_pod_of_stock_renders(render: str) -> None:
+    docs = load_render(render)
+    exposed = 0
+    for sts in statefulsets(docs):
+        for ordinal in range(sts["spec"].get("replicas", 1)):
+            pod = pod_of(sts, ordinal)
+            decision = mutate(pod, SETTINGS, "kafka")
+            is_broker = sts in broker_statefulsets(docs)
+            if not is_broker:
+                assert decision.outcome == "skipped", decision.reason
+                assert decision.result == pod
+                continue
+            assert decision.outcome == "mutated", decision.reason
+            host = f"{pod['metadata']['name']}.kafka.kafka.example.com"
+            assert_exposed(pod, decision.result, SETTINGS, docs, host)
+            exposed += 1
+    assert exposed == sum(s["spec"].get("replicas", 1) for s in broker_statefulsets(docs)) >= 1
+
+
+@pytest.mark.parametrize("render", BROKER_RENDERS)
+def test_render_exposes_templates_and_plans_one_internal_lb_per_broker(render: str) -> None:
+    docs = load_render(render)
+    for sts in broker_statefulsets(docs):
+        decision = mutate(sts, SETTINGS, "kafka")
+        replicas = sts["spec"]["replicas"]
+        assert [p.ordinal for p in decision.plans] == list(range(replicas))
+        for plan in decision.plans:
+            pod = pod_of(decision.result, plan.ordinal or 0)
+            original = pod_of(sts, plan.ordinal or 0)
+            broker = assert_exposed(original, pod, SETTINGS, docs, plan.host)
+            # The webhook, seeing a pod made from the rendered template, changes nothing in its spec.
+            again = mutate(pod, SETTINGS, "kafka")
+            assert again.result["spec"] == pod["spec"]
+            service = broker_service(plan, SETTINGS)
+            assert service["spec"]["type"] == "LoadBalancer"
+            assert service["spec"]["selector"] == {"statefulset.kubernetes.io/pod-name": plan.pod}
+            [port] = service["spec"]["ports"]
+            assert port["port"] == 9094
+            assert port["targetPort"] == int(broker.bound()["EXTERNAL"].rsplit(":", 1)[1])
+            annotations = service["metadata"]["annotations"]
+            assert annotations["networking.gke.io/load-balancer-type"] == "Internal"
+            assert annotations["external-dns.alpha.kubernetes.io/hostname"] == plan.host
+            assert service["metadata"]["name"] == f"{plan.pod}-external"
+
+
+@pytest.mark.parametrize("render", render_names())
+def test_engine_is_idempotent_on_every_object_of_every_render(render: str) -> None:
+    for obj in load_render(render):
+        if obj.get("kind") == "StatefulSet":
+            obj = pod_of(obj, 0)
+        first = mutate(obj, SETTINGS, "kafka")
+        second = mutate(first.result, SETTINGS, "kafka")
+        assert second.result == first.result
+        assert second.outcome in ("unchanged", "skipped", "warned")
+
+
+def test_external_lb_render_replaces_the_charts_own_external_listener() -> None:
+    docs = load_render("bitnami-kafka-32.4.4-external-lb")
+    [sts] = statefulsets(docs)
+    pod = pod_of(sts, 1)
+    decision = mutate(pod, SETTINGS, "kafka")
+    broker = assert_exposed(
+        pod, decision.result, SETTINGS, docs, "kafka-controller-1.kafka.kafka.example.com"
+    )
+    # The chart's own external container port (named "external") is reused, not a second one.
+    assert broker.bound()["EXTERNAL"].endswith(":9095")
+
+
+def test_shell_export_with_existing_external_listener_is_replaced_not_duplicated() -> None:
+    docs = load_render("incubator-kafka-0.21.5-external-lb")
+    sts = next(s for s in statefulsets(docs) if s["metadata"]["name"] == "kafka")
+    pod = pod_of(sts, 2)
+    decision = mutate(pod, SETTINGS, "kafka")
+    assert_exposed(pod, decision.result, SETTINGS, None, "kafka-2.kafka.kafka.example.com")
+
+
+def test_keep_mode_leaves_an_existing_external_listener_alone() -> None:
+    keep = parse_settings({"onExistingListener": "keep"})
+    [sts] = own_manifest("confluent-env-existing-external.yaml")
+    pod = pod_of(sts, 0)
+    decision = mutate(pod, keep, "kafka")
+    assert decision.outcome == "warned"
+    assert "keep" in decision.reason
+    assert decision.result == pod
+
+
+@pytest.mark.parametrize(
+    ("manifest", "host"),
+    [
+        ("apache-kraft-env.yaml", "kafka-1.kafka.kafka.example.com"),
+        ("bitnami-legacy-env-sasl.yaml", "kafka-1.kafka.kafka.example.com"),
+        ("confluent-env-existing-external.yaml", "kafka-0.kafka.kafka.example.com"),
+    ],
+)
+def test_env_configured_images(manifest: str, host: str) -> None:
+    [sts] = own_manifest(manifest)
+    ordinal = int(host.split(".")[0].rsplit("-", 1)[1])
+    pod = pod_of(sts, ordinal)
+    decision = mutate(pod, SETTINGS, "kafka")
+    assert decision.outcome == "mutated", decision.reason
+    broker = assert_exposed(pod, decision.result, SETTINGS, None, host)
+    if "sasl" in manifest:
+        # SASL on the client listener: the external listener is SASL too, with the same mechanisms/JAAS.
+        assert broker.protocol_map()["EXTERNAL"] == "SASL_PLAINTEXT"
+        assert broker.properties["listener.name.external.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+        assert broker.properties["listener.name.external.scram-sha-512.sasl.jaas.config"].startswith(
+            "from-kafka-jaas"
+        )
+
+
+def test_security_protocol_override() -> None:
+    ssl = parse_settings({"listener": {"securityProtocol": "SASL_SSL"}})
+    [sts] = own_manifest("apache-kraft-env.yaml")
+    pod = pod_of(sts, 0)
+    broker = evaluate(mutate(pod, ssl, "kafka").result, ssl)
+    assert broker.protocol_map()["EXTERNAL"] == "SASL_SSL"
+    docs = load_render("bitnami-kafka-32.4.4-default")
+    pod = pod_of(statefulsets(docs)[0], 0)
+    broker = evaluate(mutate(pod, ssl, "kafka").result, ssl, docs)
+    assert broker.protocol_map()["EXTERNAL"] == "SASL_SSL"
+
+
+@pytest.mark.parametrize(
+    ("manifest", "outcome", "words"),
+    [("unknown-layout.yaml", "warned", "unknown layout"), ("not-kafka.yaml", "skipped", "no Kafka")],
+)
+def test_pods_that_are_left_alone_say_why(manifest: str, outcome: str, words: str) -> None:
+    [sts] = own_manifest(manifest)
+    pod = pod_of(sts, 0)
+    decision = mutate(pod, SETTINGS, "kafka")
+    assert decision.outcome == outcome
+    assert words in decision.reason
+    assert decision.result == pod
+    assert bool(decision.warnings) == (outcome == "warned")
+
+
+def test_invalid_host_is_refused_with_a_reason() -> None:
+    settings = parse_settings({"hostTemplate": "{pod}_{ordinal}.{domain}"})
+    [sts] = own_manifest("apache-kraft-env.yaml")
+    pod = pod_of(sts, 0)
+    decision = mutate(pod, settings, "kafka")
+    assert decision.outcome == "warned"
+    assert "not a valid DNS name" in decision.reason
+    assert decision.result == pod
+
+
+def test_host_template_placeholders() -> None:
+    settings = parse_settings(
+        {"hostTemplate": "b{ordinal}-{statefulset}.{namespace}.{domain}", "domain": "x.io"}
+    )
+    [sts] = own_manifest("apache-kraft-env.yaml")
+    pod = pod_of(sts, 2, namespace="team-a")
+    decision = mutate(pod, settings, "team-a")
+    broker = evaluate(decision.result, settings)
+    assert broker.advertised()["EXTERNAL"] == "EXTERNAL://b2-kafka.team-a.x.io:9094"
+
+
+def test_non_statefulset_pod_is_skipped() -> None:
+    [sts] = own_manifest("apache-kraft-env.yaml")
+    pod = pod_of(sts, 0)
+    pod["metadata"]["ownerReferences"] = []
+    del pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"]
+    assert mutate(pod, SETTINGS, "kafka").outcome == "skipped"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"kind": "Pod", "metadata": {"name": "kafka-0", "labels": "x"}, "spec": {}},
+        {"kind": "Pod", "metadata": {"name": "kafka-0"}, "spec": {"containers": "nope"}},
+        {
+            "kind": "Pod",
+            "metadata": {"name": "kafka-0"},
+            "spec": {"containers": [{"name": 3, "image": "apache/kafka"}]},
+        },
+        {"kind": "Service", "metadata": [], "spec": {"type": "LoadBalancer", "selector": {"app": "kafka"}}},
+        {"kind": "StatefulSet", "metadata": {"name": "kafka"}, "spec": {"replicas": "3"}},
+    ],
+)
+def test_malformed_objects_are_answered_unchanged(broken: dict[str, Any]) -> None:
+    decision = mutate(copy.deepcopy(broken), SETTINGS, "kafka")
+    assert decision.result == broken
+    assert decision.outcome in ("warned", "skipped")
+
+
+def test_charts_own_lb_gets_internal_annotation_and_hostname() -> None:
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "kafka-0-public"},
+        "spec": {"type": "LoadBalancer", "selector": {"statefulset.kubernetes.io/pod-name": "kafka-0"}},
+    }
+    decision = mutate(service, SETTINGS, "kafka")
+    annotations = decision.result["metadata"]["annotations"]
+    assert annotations["networking.gke.io/load-balancer-type"] == "Internal"
+    assert annotations["external-dns.alpha.kubernetes.io/hostname"] == "kafka-0.kafka.kafka.example.com"
+    assert mutate(decision.result, SETTINGS, "kafka").outcome == "unchanged"
+    cluster_ip = {**service, "spec": {"selector": {"app": "kafka"}}}
+    assert mutate(cluster_ip, SETTINGS, "kafka").outcome == "skipped"
+
+
+def _settings(**overrides: Any) -> Settings:
+    return parse_settings(overrides)

@@ -1,0 +1,52 @@
+"""`kafka-expose explain`: per broker, what it will advertise and through which Service, or why not."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from webhook.core import mutate
+from webhook.documents import DocumentError, fail, objects, read_input, split_documents
+from webhook.settings import Settings, SettingsError, load_settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="settings file (YAML)")
+    parser.add_argument("-f", "--filename", default="-", help="manifests (a file, or - for stdin)")
+    parser.add_argument("--namespace", help="namespace of objects that name none")
+
+
+def explain_objects(items: list[dict[str, Any]], settings: Settings, namespace: str | None) -> list[str]:
+    lines = []
+    for obj in items:
+        kind = obj.get("kind")
+        if kind not in ("StatefulSet", "Pod", "Service"):
+            continue
+        name = (obj.get("metadata") or {}).get("name")
+        decision = mutate(obj, settings, namespace)
+        if decision.plans:
+            for plan in decision.plans:
+                protocol = plan.security_protocol or "that of the client listener"
+                lines.append(
+                    f"{plan.namespace}/{plan.pod}: advertises {plan.advertised} ({protocol}), "
+                    f"listens on container port {plan.container_port} ({plan.flavor}); "
+                    f"LoadBalancer Service {plan.service_name} {plan.advertised_port}->{plan.container_port}"
+                )
+        elif decision.outcome == "mutated":
+            lines.append(f"{kind} {name}: {decision.reason}")
+        elif decision.outcome == "warned" or (kind != "Service" and "Kafka" not in decision.reason):
+            lines.append(f"{kind} {name}: not exposed: {decision.reason}")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+        items = objects(split_documents(read_input(args.filename)))
+    except SettingsError as err:
+        return fail(f"invalid settings: {err}")
+    except (DocumentError, OSError, UnicodeDecodeError) as err:
+        return fail(f"cannot read manifests: {err}")
+    for line in explain_objects(items, settings, args.namespace):
+        print(line)
+    return 0
