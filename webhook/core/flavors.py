@@ -201,7 +201,10 @@ class EnvOnly:
             advertised=advertised,
             listeners=value("listeners"),
             protocol_map=value("listener.security.protocol.map"),
-            inter_broker=(value("inter.broker.listener.name") or "").upper() or None,
+            # Kafka's default: the listener named after security.inter.broker.protocol (PLAINTEXT).
+            inter_broker=(
+                value("inter.broker.listener.name") or value("security.inter.broker.protocol") or "PLAINTEXT"
+            ).upper(),
             controllers=controllers,
             name=listen.name,
             host=listen.host_expression,
