@@ -330,7 +330,7 @@ process.roles=broker
 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 sasl.mechanism.controller.protocol=PLAIN
 sasl.mechanism.inter.broker.protocol=PLAIN
-"""  # noqa: E501
+"""
 BITNAMI_CONTROLLER_PROPERTIES = """\
 controller.listener.names=CONTROLLER
 controller.quorum.bootstrap.servers=kafka-controller-0.kafka-controller-headless.kafka.svc.cluster.local:9093,kafka-controller-1.kafka-controller-headless.kafka.svc.cluster.local:9093,kafka-controller-2.kafka-controller-headless.kafka.svc.cluster.local:9093
@@ -351,7 +351,7 @@ process.roles=controller
 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 sasl.mechanism.controller.protocol=PLAIN
 sasl.mechanism.inter.broker.protocol=PLAIN
-"""  # noqa: E501
+"""
 PASSWORDS = {
     "controller-password-placeholder": "ctrl-pw",
     "interbroker-password-placeholder": "ib-pw",
