@@ -1,0 +1,48 @@
+# kafka-expose: the two commands a fresh machine needs are `make demo` and `make test`.
+# Expensive builds (Kubernetes from the Go module proxy, Kafka jars from Maven Central) are cached
+# outside the repo in $(KAFKA_EXPOSE_CACHE), keyed by version: a warm machine skips them.
+SHELL := /bin/bash
+PYTHON ?= python3
+export KAFKA_EXPOSE_CACHE ?= $(HOME)/.cache/kafka-expose
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast test-cluster test-kafka deps tools lint bench fuzz-long audit clean
+
+deps:  ## Python packages (the project, editable, with its test extras, pinned by requirements-test.lock)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-test.lock
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+
+tools:  ## kube-apiserver, kube-controller-manager, etcd, helm, kustomize, Kafka jars (cached)
+	bash tools/build-controlplane.sh >/dev/null
+	bash tools/build-kustomize.sh >/dev/null
+	bash tools/build-kafka.sh >/dev/null
+
+demo: deps tools  ## local control plane + webhook + controller + a stock chart, and what it did
+	$(PYTHON) scripts/demo.py
+
+lint: deps
+	$(PYTHON) -m ruff check webhook tests scripts bench
+	$(PYTHON) -m ruff format --check webhook tests scripts bench
+	$(PYTHON) -m mypy
+
+test: deps tools lint  ## every tier: unit, cluster (real control plane), kafka (real brokers)
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+test-fast: deps  ## the fast tier alone (no processes but the webhook server)
+	$(PYTHON) -m pytest -m unit $(PYTEST_ARGS)
+
+test-cluster: deps tools
+	$(PYTHON) -m pytest -m cluster $(PYTEST_ARGS)
+
+test-kafka: deps tools
+	$(PYTHON) -m pytest -m kafka $(PYTEST_ARGS)
+
+bench: deps
+	$(PYTHON) bench/bench_core.py
+	$(PYTHON) bench/bench_server.py
+
+audit: deps
+	$(PYTHON) -m pip_audit -r requirements.lock --progress-spinner off
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
