@@ -23,6 +23,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import kafkarun
 from kafkarun import KafkaCluster, KafkaNode, LoadBalancer, ZooKeeper
+from podfactory import load_render
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(600)]
 
@@ -306,52 +307,19 @@ def test_kraft_combined_3(dists, hosts, workdir) -> None:
 # "LoadBalancer" on its own IP, port 9094.
 # ---------------------------------------------------------------------------
 
-# server.properties of the two ConfigMaps of the bitnami/kafka 32.4.4 brokers3 render
-# (shared fixtures bitnami-kafka-32.4.4-brokers3.yaml), verbatim.
-BITNAMI_BROKER_PROPERTIES = """\
-advertised.listeners=CLIENT://advertised-address-placeholder:9092,INTERNAL://advertised-address-placeholder:9094
-controller.listener.names=CONTROLLER
-controller.quorum.bootstrap.servers=kafka-controller-0.kafka-controller-headless.kafka.svc.cluster.local:9093,kafka-controller-1.kafka-controller-headless.kafka.svc.cluster.local:9093,kafka-controller-2.kafka-controller-headless.kafka.svc.cluster.local:9093
-inter.broker.listener.name=INTERNAL
-listener.name.client.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_user1="password-placeholder-0";
-listener.name.client.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-listener.name.client.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="controller_user" password="controller-password-placeholder" user_controller_user="controller-password-placeholder" user_user1="password-placeholder-0";
-listener.name.controller.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="controller_user" password="controller-password-placeholder";
-listener.name.controller.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="controller_user" password="controller-password-placeholder";
-listener.name.internal.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="inter_broker_user" password="interbroker-password-placeholder" user_inter_broker_user="interbroker-password-placeholder" user_user1="password-placeholder-0";
-listener.name.internal.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="inter_broker_user" password="interbroker-password-placeholder";
-listener.name.internal.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="inter_broker_user" password="interbroker-password-placeholder";
-listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,CLIENT:SASL_PLAINTEXT,INTERNAL:SASL_PLAINTEXT
-listeners=CLIENT://:9092,INTERNAL://:9094
-log.dir=/bitnami/kafka/data
-logs.dir=/opt/bitnami/kafka/logs
-process.roles=broker
-sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
-sasl.mechanism.controller.protocol=PLAIN
-sasl.mechanism.inter.broker.protocol=PLAIN
-"""
-BITNAMI_CONTROLLER_PROPERTIES = """\
-controller.listener.names=CONTROLLER
-controller.quorum.bootstrap.servers=kafka-controller-0.kafka-controller-headless.kafka.svc.cluster.local:9093,kafka-controller-1.kafka-controller-headless.kafka.svc.cluster.local:9093,kafka-controller-2.kafka-controller-headless.kafka.svc.cluster.local:9093
-listener.name.client.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_user1="password-placeholder-0";
-listener.name.client.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-listener.name.client.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="controller_user" password="controller-password-placeholder" user_controller_user="controller-password-placeholder" user_user1="password-placeholder-0";
-listener.name.controller.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="controller_user" password="controller-password-placeholder";
-listener.name.controller.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="controller_user" password="controller-password-placeholder";
-listener.name.internal.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="inter_broker_user" password="interbroker-password-placeholder" user_inter_broker_user="interbroker-password-placeholder" user_user1="password-placeholder-0";
-listener.name.internal.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="inter_broker_user" password="interbroker-password-placeholder";
-listener.name.internal.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="inter_broker_user" password="interbroker-password-placeholder";
-listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT
-listeners=CONTROLLER://:9093
-log.dir=/bitnami/kafka/data
-logs.dir=/opt/bitnami/kafka/logs
-process.roles=controller
-sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
-sasl.mechanism.controller.protocol=PLAIN
-sasl.mechanism.inter.broker.protocol=PLAIN
-"""
+
+# server.properties of the two ConfigMaps of the bitnami/kafka 32.4.4 brokers3 render, read from
+# the shared fixtures (chart data is never copied into this repo).
+def _chart_properties(configmap: str) -> str:
+    docs = load_render("bitnami-kafka-32.4.4-brokers3")
+    data: str = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == configmap)[
+        "data"
+    ]["server.properties"]
+    return data
+
+
+BITNAMI_BROKER_PROPERTIES = _chart_properties("kafka-broker-configuration")
+BITNAMI_CONTROLLER_PROPERTIES = _chart_properties("kafka-controller-configuration")
 PASSWORDS = {
     "controller-password-placeholder": "ctrl-pw",
     "interbroker-password-placeholder": "ib-pw",
