@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from webhook.core.clouds import CLOUD_PRESETS
+from webhook.clouds import CLOUD_PRESETS
 
 PLACEHOLDERS = ("pod", "ordinal", "statefulset", "namespace", "domain")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
@@ -66,6 +66,15 @@ def _domain(value: str) -> str:
     return value
 
 
+def _domain_pattern(value: str) -> str:
+    """A domain whose labels may hold `{namespace}`, expanded per namespace (namespace overrides)."""
+    others = [p for p in _PLACEHOLDER_RE.findall(value) if p != "namespace"]
+    if others:
+        raise ValueError(f"only the {{namespace}} placeholder is allowed here, not {others}")
+    _domain(value.replace("{namespace}", "ns"))
+    return value
+
+
 def _cloud(value: str) -> str:
     if value not in CLOUD_PRESETS:
         raise ValueError(f"unknown cloud {value!r}; known: {', '.join(sorted(CLOUD_PRESETS))}")
@@ -76,6 +85,7 @@ Cloud = Annotated[str, AfterValidator(_cloud)]
 Template = Annotated[str, AfterValidator(_template)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 Domain = Annotated[str, AfterValidator(_domain)]
+DomainPattern = Annotated[str, AfterValidator(_domain_pattern)]
 Mode = Literal["enforce", "warn", "off"]
 
 
@@ -139,9 +149,12 @@ class ControllerSettings(_Model):
 
 
 class NamespaceOverrides(_Model):
-    """What a namespace may ask for through `kafka-expose.io/<key>` annotations."""
+    """What a namespace may ask for through `kafka-expose.io/<key>` annotations.
 
-    allowed_domains: tuple[Domain, ...] = ()
+    `allowed_domains` entries may contain `{namespace}` (e.g. `{namespace}.kafka.example.com`):
+    then each namespace may only use its own expansion."""
+
+    allowed_domains: tuple[DomainPattern, ...] = ()
     allowed_clouds: tuple[Cloud, ...] = ()
 
 

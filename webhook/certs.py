@@ -1,0 +1,315 @@
+"""Certificate tooling: a small CA and the webhook's serving certificate.
+
+`kafka-expose certs generate --service NAME --namespace NS --out DIR` writes `ca.crt`, `ca.key`,
+`tls.crt` and `tls.key` (keys 0600) for development and for the manifests (see certs/README.md).
+The same functions issue the short-lived certificates of the self-managed mode (webhook/selfcerts.py).
+
+Keys are ECDSA P-256. The CA has basicConstraints CA:TRUE (pathlen 0) and keyCertSign/cRLSign; the
+serving certificate has digitalSignature/keyEncipherment, the serverAuth extended key usage, the DNS
+and IP subject alternative names, and subject/authority key identifiers that chain it to its CA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import ipaddress
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+# Certificates start a little in the past so that a clock slightly behind ours still accepts them.
+BACKDATE = dt.timedelta(minutes=5)
+ORGANIZATION = "kafka-expose"
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
+        ]
+    )
+
+
+def make_ca(
+    common_name: str, valid_for: dt.timedelta, *, now: dt.datetime | None = None
+) -> tuple[bytes, bytes]:
+    """A self-signed CA certificate and its key, both PEM: `(cert_pem, key_pem)`."""
+    key = _new_key()
+    now = now or _now()
+    public = key.public_key()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + valid_for)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def issue_serving_cert(
+    ca_cert_pem: bytes,
+    ca_key_pem: bytes,
+    dns_names: Sequence[str],
+    ip_addresses: Sequence[str | IPAddress] = (),
+    valid_for: dt.timedelta = dt.timedelta(days=365),
+    *,
+    now: dt.datetime | None = None,
+) -> tuple[bytes, bytes]:
+    """A serving certificate signed by the CA, for the given DNS names and IP addresses.
+
+    The common name is the first DNS name (or IP). The certificate never outlives its CA: its
+    notAfter is capped at the CA's. `now` (default: the current time) is for tests.
+    Returns `(cert_pem, key_pem)`.
+    """
+    if not dns_names and not ip_addresses:
+        raise ValueError("a serving certificate needs at least one DNS name or IP address")
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the CA key must be an ECDSA key")
+    ips = [ipaddress.ip_address(str(ip)) for ip in ip_addresses]
+    sans: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
+    sans += [x509.IPAddress(ip) for ip in ips]
+    key = _new_key()
+    public = key.public_key()
+    now = now or _now()
+    not_after = min(now + valid_for, ca_cert.not_valid_after_utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(dns_names[0] if dns_names else str(ips[0])))
+        .issuer_name(ca_cert.subject)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(max(now - BACKDATE, ca_cert.not_valid_before_utc))
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def service_dns_names(service: str, namespace: str, cluster_domain: str = "cluster.local") -> list[str]:
+    """The names the API server may use for an in-cluster Service."""
+    return [
+        service,
+        f"{service}.{namespace}",
+        f"{service}.{namespace}.svc",
+        f"{service}.{namespace}.svc.{cluster_domain}",
+    ]
+
+
+def load_pem_certificates(pem: bytes) -> list[x509.Certificate]:
+    """Every certificate in a PEM bundle (empty input: empty list)."""
+    if not pem.strip():
+        return []
+    return x509.load_pem_x509_certificates(pem)
+
+
+def cert_not_after(pem: bytes) -> dt.datetime:
+    """The (timezone-aware, UTC) expiry of the first certificate in `pem`."""
+    return x509.load_pem_x509_certificate(pem).not_valid_after_utc
+
+
+def is_signed_by(cert_pem: bytes, ca_cert_pem: bytes) -> bool:
+    """True when the first certificate of `cert_pem` carries a valid signature of the CA."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        ca = x509.load_pem_x509_certificate(ca_cert_pem)
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def key_matches(cert_pem: bytes, key_pem: bytes) -> bool:
+    """True when the private key is the certificate's."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        return False
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return bool(
+        cert.public_key().public_bytes(serialization.Encoding.DER, spki)
+        == key.public_key().public_bytes(serialization.Encoding.DER, spki)
+    )
+
+
+def cert_sans(cert_pem: bytes) -> tuple[list[str], list[str]]:
+    """The DNS names and IP addresses (as strings) of the certificate's subjectAltName."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return [], []
+    return san.get_values_for_type(x509.DNSName), [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+
+
+def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write atomically (temp file in the same directory, then rename) with the given mode."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def generate(
+    out: Path,
+    service: str,
+    namespace: str,
+    ips: Iterable[str] = (),
+    extra_dns: Iterable[str] = (),
+    days: int = 365,
+    ca_days: int | None = None,
+    ca: tuple[bytes, bytes] | None = None,
+    cluster_domain: str = "cluster.local",
+) -> dict[str, Path]:
+    """Write ca.crt, ca.key (unless an existing CA is given), tls.crt and tls.key into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    if ca is None:
+        ca = make_ca(f"kafka-expose-ca {service}.{namespace}", dt.timedelta(days=ca_days or max(days, 3650)))
+        write_file(out / "ca.key", ca[1], 0o600)
+        written["ca.key"] = out / "ca.key"
+    ca_cert, ca_key = ca
+    write_file(out / "ca.crt", ca_cert)
+    written["ca.crt"] = out / "ca.crt"
+    dns = service_dns_names(service, namespace, cluster_domain) + [d for d in extra_dns]
+    cert, key = issue_serving_cert(ca_cert, ca_key, dns, list(ips), dt.timedelta(days=days))
+    write_file(out / "tls.key", key, 0o600)
+    write_file(out / "tls.crt", cert)
+    written["tls.key"] = out / "tls.key"
+    written["tls.crt"] = out / "tls.crt"
+    return written
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
+    gen = actions.add_parser(
+        "generate",
+        help="write a CA and a serving certificate for the webhook Service",
+        description="Write ca.crt, ca.key, tls.crt and tls.key (keys mode 0600) into --out. The serving "
+        "certificate names <svc>, <svc>.<ns>, <svc>.<ns>.svc and <svc>.<ns>.svc.<cluster-domain>.",
+    )
+    gen.add_argument("--service", required=True, help="the webhook Service's name")
+    gen.add_argument("--namespace", required=True, help="the webhook Service's namespace")
+    gen.add_argument("--out", required=True, type=Path, help="directory to write the files into")
+    gen.add_argument(
+        "--ip", action="append", default=[], metavar="IP", help="add an IP address SAN (repeatable)"
+    )
+    gen.add_argument(
+        "--dns", action="append", default=[], metavar="NAME", help="add a DNS name SAN (repeatable)"
+    )
+    gen.add_argument("--days", type=int, default=365, help="serving certificate validity (default 365)")
+    gen.add_argument("--ca-days", type=int, default=None, help="CA validity (default max(days, 3650))")
+    gen.add_argument("--cluster-domain", default="cluster.local", help="default cluster.local")
+    gen.add_argument("--ca-cert", type=Path, help="sign with this existing CA certificate (with --ca-key)")
+    gen.add_argument("--ca-key", type=Path, help="the existing CA's private key (with --ca-cert)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import base64
+    import sys
+
+    if args.certs_command != "generate":  # pragma: no cover - argparse only allows generate
+        return 2
+    if (args.ca_cert is None) != (args.ca_key is None):
+        print("kafka-expose certs generate: --ca-cert and --ca-key go together", file=sys.stderr)
+        return 2
+    if args.days <= 0 or (args.ca_days is not None and args.ca_days <= 0):
+        print("kafka-expose certs generate: --days and --ca-days must be positive", file=sys.stderr)
+        return 2
+    try:
+        for ip in args.ip:
+            ipaddress.ip_address(ip)
+        ca = (args.ca_cert.read_bytes(), args.ca_key.read_bytes()) if args.ca_cert else None
+        written = generate(
+            args.out,
+            args.service,
+            args.namespace,
+            ips=args.ip,
+            extra_dns=args.dns,
+            days=args.days,
+            ca_days=args.ca_days,
+            ca=ca,
+            cluster_domain=args.cluster_domain,
+        )
+    except (OSError, ValueError) as err:
+        print(f"kafka-expose certs generate: {err}", file=sys.stderr)
+        return 1
+    for name in ("ca.crt", "ca.key", "tls.crt", "tls.key"):
+        if name in written:
+            print(f"wrote {written[name]}")
+    bundle = base64.b64encode(written["ca.crt"].read_bytes()).decode()
+    print(f"caBundle: {bundle}")
+    return 0

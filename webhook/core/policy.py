@@ -1,0 +1,421 @@
+"""The platform policy: rules over the final objects (after every mutation). Pure: dicts in, verdicts out.
+
+Rules (names as in the settings' `policy.rules`):
+* internalLoadBalancer: a LoadBalancer Service that selects Kafka brokers carries the configured
+  cloud's internal-LB annotations (and `loadBalancerClass` when one is configured); a NodePort
+  Service in front of brokers is always a violation (it opens a port on every node).
+* sourceRanges: such a LoadBalancer's `loadBalancerSourceRanges` lie within the allowed ranges
+  (no ranges at all means "from anywhere", a violation when ranges are configured).
+* allowedDomains: a broker only advertises hosts under the allowed domains; a Service in front
+  of brokers only publishes (external-dns) names under them.
+* loadBalancerCap: a new LoadBalancer Service does not take the namespace over the cap.
+* exposureRequired: a broker that should have been exposed but could not be is a violation.
+
+`evaluate` lists the violations; `decide` applies the modes (off: ignored, warn: a warning,
+enforce: denied). The settings given must already be the namespace's effective settings
+(`webhook.namespaces.settings_for_namespace`). The webhook's hook with the `ValidateHook`
+signature and the API-backed parts (namespace annotations, the live LoadBalancer count) are in
+`webhook.namespaces`; `validate` here is the same check without them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from webhook.core.engine import mutate
+from webhook.core.podspec import PREFIX
+from webhook.core.services import EXTERNAL_DNS, is_managed, selects_kafka
+from webhook.settings import Mode, Settings, host_allowed
+
+INTERNAL_LOAD_BALANCER = "internalLoadBalancer"
+ALLOWED_DOMAINS = "allowedDomains"
+SOURCE_RANGES = "sourceRanges"
+LOAD_BALANCER_CAP = "loadBalancerCap"
+EXPOSURE_REQUIRED = "exposureRequired"
+RULES = (INTERNAL_LOAD_BALANCER, ALLOWED_DOMAINS, SOURCE_RANGES, LOAD_BALANCER_CAP, EXPOSURE_REQUIRED)
+_RULE_FIELDS = {
+    INTERNAL_LOAD_BALANCER: "internal_load_balancer",
+    ALLOWED_DOMAINS: "allowed_domains",
+    SOURCE_RANGES: "source_ranges",
+    LOAD_BALANCER_CAP: "load_balancer_cap",
+    EXPOSURE_REQUIRED: "exposure_required",
+}
+SOURCE_RANGES_ANNOTATION = "service.beta.kubernetes.io/load-balancer-source-ranges"
+ADVERTISED_ANNOTATION = PREFIX + "advertised"
+_ADVERTISED_RE = re.compile(r"^[A-Za-z0-9_]+://(?P<host>[^:/\[\]]+):[0-9]+$")
+
+WARNING_PREFIX = "kafka-expose: "
+WARNING_LIMIT = 256  # what webhook.admission lets through (longer warnings are cut there)
+RuleOutcome = Literal["passed", "warned", "denied", "ignored", "unchecked"]
+_OUTCOME_OF_MODE: dict[str, RuleOutcome] = {"enforce": "denied", "warn": "warned", "off": "ignored"}
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str  # one of RULES
+    message: str  # says what is wrong and what to change; ends with "(policy rule <rule>)"
+    mode: Mode
+    short: str | None = field(default=None, compare=False)  # the message cut to fit a warning
+
+    def warning(self) -> str:
+        """The AdmissionReview warning: the API server keeps warnings short, so keep what to change."""
+        text = f"{WARNING_PREFIX}{self.short or self.message}"
+        if len(text) <= WARNING_LIMIT:
+            return text
+        suffix = f" (policy rule {self.rule})"
+        return text[: WARNING_LIMIT - len(suffix) - 3].rstrip() + "..." + suffix
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The violations, and every rule that was checked (for metrics: a rule with no violation passed)."""
+
+    violations: tuple[Violation, ...]
+    checked: tuple[str, ...]
+    unchecked: tuple[str, ...] = ()  # applied, but could not be checked (the cap without a count)
+    concerns_kafka: bool = False  # the object is a broker or a Service in front of brokers
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    message: str | None
+    warnings: list[str]
+    outcomes: dict[str, RuleOutcome] = field(default_factory=dict)
+
+
+def mode_of(settings: Settings, rule: str) -> Mode:
+    return settings.policy.mode_of(_RULE_FIELDS[rule])
+
+
+def policy_off(settings: Settings) -> bool:
+    return all(mode_of(settings, rule) == "off" for rule in RULES)
+
+
+def evaluate(
+    obj: Mapping[str, Any],
+    settings: Settings,
+    *,
+    namespace: str | None,
+    load_balancers_in_namespace: int | None,
+) -> list[Violation]:
+    """The violations of `obj` (a Pod, StatefulSet or Service as it will be stored).
+
+    load_balancers_in_namespace: how many OTHER LoadBalancer Services the namespace has (None: the
+    cap is not checked, e.g. no API access, or an UPDATE of a Service that already was one)."""
+    return list(
+        assess(
+            obj, settings, namespace=namespace, load_balancers_in_namespace=load_balancers_in_namespace
+        ).violations
+    )
+
+
+def assess(
+    obj: Mapping[str, Any],
+    settings: Settings,
+    *,
+    namespace: str | None,
+    load_balancers_in_namespace: int | None,
+) -> Assessment:
+    kind = obj.get("kind") if isinstance(obj, Mapping) else None
+    if kind == "Service":
+        return _assess_service(obj, settings, namespace, load_balancers_in_namespace)
+    if kind in ("Pod", "StatefulSet"):
+        return _assess_broker(obj, settings, namespace)
+    return Assessment((), ())
+
+
+def decide(violations: Iterable[Violation]) -> tuple[bool, str | None, list[str]]:
+    """(allowed, denial message, warnings): enforce denies, warn warns, off ignores."""
+    verdict = verdict_of(Assessment(tuple(violations), ()))
+    return verdict.allowed, verdict.message, verdict.warnings
+
+
+def verdict_of(assessment: Assessment) -> Verdict:
+    denials = [v.message for v in assessment.violations if v.mode == "enforce"]
+    warnings = [v.warning() for v in assessment.violations if v.mode == "warn"]
+    outcomes: dict[str, RuleOutcome] = {rule: "passed" for rule in assessment.checked}
+    outcomes.update({rule: "unchecked" for rule in assessment.unchecked})
+    rank = {"passed": 0, "unchecked": 0, "ignored": 1, "warned": 2, "denied": 3}
+    for violation in assessment.violations:
+        outcome = _OUTCOME_OF_MODE[violation.mode]
+        if rank[outcome] > rank[outcomes.get(violation.rule, "passed")]:
+            outcomes[violation.rule] = outcome
+    message = "; ".join(_unique(denials)) if denials else None
+    return Verdict(not denials, message, _unique(warnings), outcomes)
+
+
+def validate(request: Mapping[str, Any], settings: Settings) -> tuple[bool, str, Sequence[str]]:
+    """The `ValidateHook` without API access: no namespace overrides, no cap (see webhook.namespaces)."""
+    verdict = verdict_of(assess_request(request, settings, load_balancers_in_namespace=None))
+    return verdict.allowed, verdict.message or "", verdict.warnings
+
+
+def assess_request(
+    request: Mapping[str, Any], settings: Settings, *, load_balancers_in_namespace: int | None
+) -> Assessment:
+    """Assess the object of an AdmissionRequest (CREATE or UPDATE)."""
+    obj = request.get("object")
+    if not isinstance(obj, Mapping) or policy_off(settings):
+        return Assessment((), ())
+    namespace = request.get("namespace") or _metadata(obj).get("namespace")
+    return assess(
+        obj,
+        settings,
+        namespace=namespace if isinstance(namespace, str) else None,
+        load_balancers_in_namespace=load_balancers_in_namespace,
+    )
+
+
+def cap_applies(request: Mapping[str, Any], settings: Settings) -> bool:
+    """Whether the request adds a LoadBalancer Service to its namespace under a configured cap: a CREATE,
+    or an UPDATE that turns a Service into a LoadBalancer (an existing one is never denied)."""
+    if settings.policy.max_load_balancers_per_namespace is None:
+        return False
+    if mode_of(settings, LOAD_BALANCER_CAP) == "off" or not is_load_balancer(request.get("object")):
+        return False
+    return request.get("operation") == "CREATE" or not is_load_balancer(request.get("oldObject"))
+
+
+def is_load_balancer(obj: Any) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and obj.get("kind", "Service") == "Service"
+        and _spec(obj).get("type") == "LoadBalancer"
+    )
+
+
+# ----------------------------------------------------------------------------------------- services
+
+
+def _assess_service(
+    obj: Mapping[str, Any], settings: Settings, namespace: str | None, others: int | None
+) -> Assessment:
+    spec = _spec(obj)
+    kind = spec.get("type")
+    name = _name(obj)
+    violations: list[Violation] = []
+    checked: list[str] = []
+    unchecked: list[str] = []
+    kafka = kind in ("LoadBalancer", "NodePort") and selects_kafka(obj, settings)
+    if kafka:
+        checked += [INTERNAL_LOAD_BALANCER, ALLOWED_DOMAINS]
+        if kind == "NodePort":
+            violations.append(
+                _violation(
+                    settings,
+                    INTERNAL_LOAD_BALANCER,
+                    f"Service {name}: a NodePort Service in front of Kafka brokers opens a port on every "
+                    "node: use type ClusterIP and let kafka-expose give each broker its own internal "
+                    "LoadBalancer",
+                )
+            )
+        else:
+            checked.append(SOURCE_RANGES)
+            violations += _internal(obj, settings, name)
+            violations += _source_ranges(obj, settings, name)
+        violations += _published_names(obj, settings, name)
+    cap = settings.policy.max_load_balancers_per_namespace
+    if kind == "LoadBalancer" and cap is not None:
+        if others is None:
+            unchecked.append(LOAD_BALANCER_CAP)
+        else:
+            checked.append(LOAD_BALANCER_CAP)
+            if others + 1 > cap:
+                where = f"namespace {namespace}" if namespace else "the namespace"
+                violations.append(
+                    _violation(
+                        settings,
+                        LOAD_BALANCER_CAP,
+                        f"Service {name}: {where} already has {others} LoadBalancer Service(s), the cap is "
+                        f"{cap}: delete a LoadBalancer Service or use type ClusterIP",
+                    )
+                )
+    return Assessment(tuple(violations), tuple(checked), tuple(unchecked), kafka)
+
+
+def _internal(obj: Mapping[str, Any], settings: Settings, name: str) -> list[Violation]:
+    annotations = _string_map(_metadata(obj).get("annotations"))
+    lb = settings.load_balancer
+    changes = []
+    for key, value in lb.internal_annotations().items():
+        current = annotations.get(key)
+        if current is None:
+            changes.append(f'add annotation {key}: "{value}"')
+        elif current != value:
+            changes.append(f'set annotation {key}: "{value}" (it is "{current}")')
+    current_class = _spec(obj).get("loadBalancerClass")
+    if lb.load_balancer_class and current_class != lb.load_balancer_class:
+        changes.append(f'set spec.loadBalancerClass: "{lb.load_balancer_class}"')
+    if not changes:
+        return []
+    return [
+        _violation(
+            settings,
+            INTERNAL_LOAD_BALANCER,
+            f"Service {name}: LoadBalancer in front of Kafka brokers must be internal: {', '.join(changes)}",
+        )
+    ]
+
+
+def _source_ranges(obj: Mapping[str, Any], settings: Settings, name: str) -> list[Violation]:
+    allowed = settings.policy.allowed_source_ranges
+    if not allowed:
+        return []
+    shown = ", ".join(allowed)
+    ranges = _spec(obj).get("loadBalancerSourceRanges")
+    field_name = "spec.loadBalancerSourceRanges"
+    if not ranges:
+        annotation = _string_map(_metadata(obj).get("annotations")).get(SOURCE_RANGES_ANNOTATION, "")
+        ranges = [r.strip() for r in annotation.split(",") if r.strip()]
+        field_name = f"annotation {SOURCE_RANGES_ANNOTATION}" if ranges else field_name
+    if not ranges:
+        return [
+            _violation(
+                settings,
+                SOURCE_RANGES,
+                f"Service {name}: LoadBalancer in front of Kafka brokers accepts clients from anywhere: "
+                f"set spec.loadBalancerSourceRanges within {shown}",
+            )
+        ]
+    outside = [str(r) for r in ranges if not cidr_within(str(r), allowed)]
+    if not outside:
+        return []
+    return [
+        _violation(
+            settings,
+            SOURCE_RANGES,
+            f"Service {name}: source range(s) {', '.join(outside)} not within the allowed {shown}: "
+            f"narrow {field_name} to those ranges",
+        )
+    ]
+
+
+def cidr_within(cidr: str, allowed: Iterable[str]) -> bool:
+    """Whether the network `cidr` lies inside one of `allowed` (same IP version)."""
+    try:
+        network = ipaddress.ip_network(cidr.strip(), strict=False)
+    except ValueError:
+        return False
+    for entry in allowed:
+        outer = ipaddress.ip_network(entry, strict=False)
+        if outer.version == network.version and network.subnet_of(outer):  # type: ignore[arg-type]
+            return True
+    return False
+
+
+def _published_names(obj: Mapping[str, Any], settings: Settings, name: str) -> list[Violation]:
+    allowed = settings.policy.allowed_domains
+    names = _string_map(_metadata(obj).get("annotations")).get(EXTERNAL_DNS, "")
+    outside = [
+        h for h in (n.strip().rstrip(".") for n in names.split(",")) if h and not host_allowed(h, allowed)
+    ]
+    if not outside:
+        return []
+    return [
+        _violation(
+            settings,
+            ALLOWED_DOMAINS,
+            f"Service {name}: publishes {', '.join(outside)}, not under the allowed domains "
+            f"{', '.join(allowed)}: "
+            + (
+                "use a domain (or host template) under one of them"
+                if is_managed(obj)
+                else f"change annotation {EXTERNAL_DNS} to names under them"
+            ),
+        )
+    ]
+
+
+# ------------------------------------------------------------------------------------------ brokers
+
+
+def _assess_broker(obj: Mapping[str, Any], settings: Settings, namespace: str | None) -> Assessment:
+    kind = str(obj.get("kind"))
+    name = _name(obj)
+    decision = mutate(obj, settings, namespace)
+    if decision.outcome == "skipped":
+        return Assessment((), ())
+    if decision.outcome == "warned":
+        fix = "run `kafka-expose explain` on its manifests, then change the broker configuration or settings.match"
+        violation = _violation(
+            settings,
+            EXPOSURE_REQUIRED,
+            f"{kind} {name}: Kafka broker cannot be exposed: {decision.reason}; {fix}",
+        )
+        head = f"{kind} {name}: Kafka broker cannot be exposed: "
+        room = (
+            WARNING_LIMIT
+            - len(WARNING_PREFIX)
+            - len(head)
+            - len(f"; {fix} (policy rule {EXPOSURE_REQUIRED})")
+        )
+        if len(decision.reason) > room:
+            reason = decision.reason[: max(room - 3, 0)].rstrip() + "..."
+            violation = dataclasses.replace(
+                violation, short=f"{head}{reason}; {fix} (policy rule {EXPOSURE_REQUIRED})"
+            )
+        return Assessment((violation,), (EXPOSURE_REQUIRED,), (), True)
+    hosts = [plan.host for plan in decision.plans]
+    if kind == "Pod":
+        annotated = _advertised_host(
+            _string_map(_metadata(obj).get("annotations")).get(ADVERTISED_ANNOTATION)
+        )
+        if annotated:
+            hosts.append(annotated)
+    allowed = settings.policy.allowed_domains
+    outside = _unique(h for h in hosts if not host_allowed(h, allowed))
+    violations = []
+    if outside:
+        violations.append(
+            _violation(
+                settings,
+                ALLOWED_DOMAINS,
+                f"{kind} {name}: advertises {', '.join(outside)}, not under the allowed domains "
+                f"{', '.join(allowed)}: use a domain (or host template) under one of them",
+            )
+        )
+    return Assessment(tuple(violations), (EXPOSURE_REQUIRED, ALLOWED_DOMAINS), (), True)
+
+
+def _advertised_host(value: str | None) -> str | None:
+    match = _ADVERTISED_RE.match(value.strip()) if value else None
+    return match["host"] if match else None
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _violation(settings: Settings, rule: str, text: str) -> Violation:
+    return Violation(rule, f"{text} (policy rule {rule})", mode_of(settings, rule))
+
+
+def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, Mapping) else {}
+
+
+def _spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    spec = obj.get("spec")
+    return spec if isinstance(spec, Mapping) else {}
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    metadata = _metadata(obj)
+    name = metadata.get("name") or metadata.get("generateName")
+    return str(name) if name else "(unnamed)"
+
+
+def _string_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, str)}
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
