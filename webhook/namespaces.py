@@ -1,0 +1,485 @@
+"""Per-namespace settings, and what the webhook server needs from the API server for the policy.
+
+* `settings_for_namespace` (pure): a namespace may ask for another domain or cloud preset through its
+  annotations `kafka-expose.io/domain` and `kafka-expose.io/cloud`; the request is accepted only
+  within `policy.namespaceOverrides` (whose domains may contain `{namespace}`, so team-a can get
+  `team-a.kafka.example.com` and nothing else). A refused request keeps the platform default and
+  comes back as a problem line, which the webhook returns as a warning.
+* `NamespaceCache`: namespace labels and annotations kept by a watch in a background thread, and the
+  LoadBalancer count for the cap, by a LIST of the namespace's Services at admission plus the
+  creations this process admitted that the LIST does not show yet (see `count_load_balancers`).
+* `PolicyHook` (the server's `validate` hook) and `NamespaceMutate` (the server's `mutate`): the
+  policy and the core with the namespace's effective settings.
+
+Without API access (`NamespaceCache.connect` returns None) overrides are not applied and the cap is
+not checked; both are logged once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import webhook.core  # noqa: F401  # before webhook.settings: settings <-> core.images import cycle
+from webhook.clouds import CLOUD_PRESETS
+from webhook.core import Decision
+from webhook.core import mutate as core_mutate
+from webhook.core.hosts import HostError, check_dns_name
+from webhook.core.podspec import PREFIX
+from webhook.core.policy import (
+    LOAD_BALANCER_CAP,
+    RuleOutcome,
+    assess_request,
+    cap_applies,
+    is_load_balancer,
+    policy_off,
+    verdict_of,
+)
+from webhook.settings import Settings, host_allowed
+
+log = logging.getLogger("kafka_expose.namespaces")
+
+DOMAIN_ANNOTATION = PREFIX + "domain"
+CLOUD_ANNOTATION = PREFIX + "cloud"
+OPT_IN_LABEL = PREFIX + "inject"  # the webhooks' namespaceSelector: kafka-expose.io/inject=enabled
+
+# record(rule, outcome): count one policy decision (wired to a metrics counter by the server)
+PolicyRecorder = Callable[[str, RuleOutcome], None]
+
+
+# ------------------------------------------------------------------------------- effective settings
+
+
+def allowed_override_domains(settings: Settings, namespace: str) -> tuple[str, ...]:
+    """`policy.namespaceOverrides.allowedDomains` with `{namespace}` expanded for this namespace."""
+    return tuple(
+        d.replace("{namespace}", namespace) for d in settings.policy.namespace_overrides.allowed_domains
+    )
+
+
+def settings_for_namespace(
+    settings: Settings, namespace_annotations: Mapping[str, str] | None, namespace: str
+) -> tuple[Settings, list[str]]:
+    """The settings in force in `namespace`, and one line per refused override request."""
+    annotations = namespace_annotations or {}
+    problems: list[str] = []
+    update: dict[str, Any] = {}
+    domain = annotations.get(DOMAIN_ANNOTATION)
+    if domain is not None and domain != settings.domain:
+        refusal = _domain_refusal(settings, domain, namespace)
+        if refusal:
+            problems.append(
+                f"namespace {namespace}: {DOMAIN_ANNOTATION}={domain} refused: {refusal}; "
+                f"using {settings.domain}"
+            )
+        else:
+            update["domain"] = domain
+    cloud = annotations.get(CLOUD_ANNOTATION)
+    if cloud is not None and cloud != settings.load_balancer.cloud:
+        allowed = settings.policy.namespace_overrides.allowed_clouds
+        if cloud not in CLOUD_PRESETS:
+            refusal = f"unknown cloud (known: {', '.join(sorted(CLOUD_PRESETS))})"
+        elif cloud not in allowed:
+            refusal = (
+                f"allowed clouds are {', '.join(allowed)}"
+                if allowed
+                else "the platform allows no cloud override"
+            ) + " (policy.namespaceOverrides.allowedClouds)"
+        else:
+            refusal = ""
+        if refusal:
+            problems.append(
+                f"namespace {namespace}: {CLOUD_ANNOTATION}={cloud} refused: {refusal}; "
+                f"using {settings.load_balancer.cloud}"
+            )
+        else:
+            update["load_balancer"] = settings.load_balancer.model_copy(update={"cloud": cloud})
+    return (settings.model_copy(update=update) if update else settings), problems
+
+
+def _domain_refusal(settings: Settings, domain: str, namespace: str) -> str:
+    """Why a namespace may not use `domain` ("" when it may)."""
+    try:
+        check_dns_name(domain)
+    except HostError:
+        return "not a valid lower-case DNS name"
+    allowed = allowed_override_domains(settings, namespace)
+    if not allowed:
+        return "the platform allows no domain override (policy.namespaceOverrides.allowedDomains)"
+    if not host_allowed(domain, allowed):
+        return (
+            f"this namespace may only use {', '.join(allowed)} or names below "
+            "(policy.namespaceOverrides.allowedDomains)"
+        )
+    platform = settings.policy.allowed_domains
+    if not host_allowed(domain, platform):
+        return f"not under the allowed domains {', '.join(platform)} (policy.allowedDomains)"
+    return ""
+
+
+# ---------------------------------------------------------------------------------- API access
+
+
+class KubeReader(Protocol):
+    """The reads the cache makes (raw dicts as the API server sends them)."""
+
+    def list_namespaces(self) -> tuple[list[dict[str, Any]], str]: ...  # items, resourceVersion
+
+    def watch_namespaces(self, resource_version: str) -> Iterator[dict[str, Any]]: ...  # raw events
+
+    def read_namespace(self, name: str) -> dict[str, Any] | None: ...  # None: not found
+
+    def list_services(self, namespace: str) -> list[dict[str, Any]]: ...
+
+
+class ClientReader:
+    """`KubeReader` over the `kubernetes` client, without its model classes (raw JSON)."""
+
+    def __init__(self, api_client: Any, request_timeout: float = 5.0, watch_seconds: int = 300) -> None:
+        from kubernetes import client
+
+        self.core = client.CoreV1Api(api_client)
+        self.request_timeout = request_timeout
+        self.watch_seconds = watch_seconds
+        self._watch: Any = None
+
+    def _json(self, response: Any) -> Any:
+        return json.loads(response.data)
+
+    def list_namespaces(self) -> tuple[list[dict[str, Any]], str]:
+        body = self._json(
+            self.core.list_namespace(_preload_content=False, _request_timeout=self.request_timeout * 6)
+        )
+        return list(body.get("items") or []), str(body["metadata"]["resourceVersion"])
+
+    def watch_namespaces(self, resource_version: str) -> Iterator[dict[str, Any]]:
+        from kubernetes import watch
+
+        module: Any = watch  # untyped library
+        self._watch = module.Watch()
+        for event in self._watch.stream(
+            self.core.list_namespace,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self.watch_seconds,
+            _request_timeout=(self.request_timeout, self.watch_seconds + 30),
+        ):
+            yield {"type": event["type"], "object": event["raw_object"]}
+
+    def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+
+    def read_namespace(self, name: str) -> dict[str, Any] | None:
+        from kubernetes.client import ApiException
+
+        try:
+            response = self.core.read_namespace(
+                name, _preload_content=False, _request_timeout=self.request_timeout
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        body: dict[str, Any] = self._json(response)
+        return body
+
+    def list_services(self, namespace: str) -> list[dict[str, Any]]:
+        body = self._json(
+            self.core.list_namespaced_service(
+                namespace, _preload_content=False, _request_timeout=self.request_timeout
+            )
+        )
+        return list(body.get("items") or [])
+
+
+@dataclass(frozen=True)
+class NamespaceInfo:
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+
+
+def _info(obj: Mapping[str, Any]) -> tuple[str, NamespaceInfo]:
+    metadata = obj.get("metadata") or {}
+    return str(metadata.get("name", "")), NamespaceInfo(
+        dict(metadata.get("labels") or {}), dict(metadata.get("annotations") or {})
+    )
+
+
+class NamespaceCache:
+    """Namespaces (labels, annotations) from a watch, and the LoadBalancer count for the cap.
+
+    The cap count: the namespace's Services are LISTed at admission (one cheap read, done only for a
+    request that adds a LoadBalancer under a configured cap), and the LoadBalancer creations this
+    process admitted but the LIST does not show yet are added ("reservations": released as soon as a
+    LIST shows the Service, or after `reservation_seconds` if it never appears, e.g. another webhook
+    denied it). Count, check and reservation run under one per-namespace lock, so concurrent creates
+    reaching this process are serialised and the cap is exact. Requests answered by other processes
+    (several gunicorn workers, several replicas) cannot see each other's reservations: the cap is exact
+    when one process answers the namespace's requests and may be exceeded by concurrent creates
+    landing in different processes, at most by (processes - 1). A ResourceQuota
+    `services.loadbalancers` is the API server's own exact limit, for a hard guarantee.
+    """
+
+    def __init__(
+        self,
+        reader: KubeReader,
+        *,
+        reservation_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        retry_seconds: float = 2.0,
+    ) -> None:
+        self.reader = reader
+        self.reservation_seconds = reservation_seconds
+        self.retry_seconds = retry_seconds
+        self._clock = clock
+        self._namespaces: dict[str, NamespaceInfo] = {}
+        self._lock = threading.Lock()
+        self._namespace_locks: dict[str, threading.Lock] = {}
+        self._reserved: dict[str, dict[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.synced = threading.Event()
+
+    # --- construction and the watch ---
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None, **options: Any) -> NamespaceCache | None:
+        """A cache over the API server of `kubeconfig`, or in-cluster; None (logged) without access."""
+        try:
+            from kubernetes import client
+            from kubernetes import config as kube_config
+
+            config: Any = kube_config  # untyped library
+            if kubeconfig:
+                api_client = config.new_client_from_config(config_file=kubeconfig)
+            elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+                configuration = client.Configuration()
+                config.load_incluster_config(client_configuration=configuration)
+                api_client = client.ApiClient(configuration)
+            else:
+                log.warning(
+                    "no API access (not in a cluster, no --kubeconfig): namespace overrides are not "
+                    "applied and the LoadBalancer cap is not checked"
+                )
+                return None
+        except Exception as err:
+            log.warning(
+                "cannot configure API access: namespace overrides are not applied and the LoadBalancer "
+                "cap is not checked",
+                extra={"fields": {"kubeconfig": kubeconfig, "error": str(err)}},
+            )
+            return None
+        return cls(ClientReader(api_client), **options)
+
+    def start(self) -> NamespaceCache:
+        """Start the namespace watch in a daemon thread (in the process that serves requests)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="namespace-cache", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        stop = getattr(self.reader, "stop", None)
+        if callable(stop):
+            stop()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                items, version = self.reader.list_namespaces()
+                fresh = dict(_info(item) for item in items)
+                with self._lock:
+                    self._namespaces = fresh
+                self.synced.set()
+                self._watch(version)
+            except Exception as err:
+                if self._stop.is_set():
+                    return
+                log.warning("namespace watch failed, relisting", extra={"fields": {"error": str(err)}})
+                self._stop.wait(self.retry_seconds)
+
+    def _watch(self, version: str) -> None:
+        for event in self.reader.watch_namespaces(version):
+            if self._stop.is_set():
+                return
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":
+                raise RuntimeError(f"watch error: {obj.get('message', obj)}")
+            if kind not in ("ADDED", "MODIFIED", "DELETED"):
+                continue
+            name, info = _info(obj)
+            with self._lock:
+                if kind == "DELETED":
+                    self._namespaces.pop(name, None)
+                else:
+                    self._namespaces[name] = info
+
+    # --- namespaces ---
+
+    def namespace(self, name: str) -> NamespaceInfo | None:
+        """The namespace's labels and annotations; read directly when the watch has not seen it yet."""
+        with self._lock:
+            info = self._namespaces.get(name)
+        if info is not None:
+            return info
+        try:
+            obj = self.reader.read_namespace(name)
+        except Exception as err:
+            log.warning("cannot read namespace", extra={"fields": {"namespace": name, "error": str(err)}})
+            return None
+        if obj is None:
+            return None
+        _, info = _info(obj)
+        with self._lock:
+            self._namespaces.setdefault(name, info)
+        return info
+
+    def annotations(self, name: str) -> Mapping[str, str] | None:
+        info = self.namespace(name)
+        return info.annotations if info is not None else None
+
+    # --- LoadBalancer count for the cap ---
+
+    @contextlib.contextmanager
+    def cap_lock(self, namespace: str) -> Iterator[None]:
+        """Held around count, check and reservation of one request."""
+        with self._lock:
+            lock = self._namespace_locks.setdefault(namespace, threading.Lock())
+        with lock:
+            yield
+
+    def count_load_balancers(self, namespace: str, exclude: str | None = None) -> int | None:
+        """LoadBalancer Services of the namespace other than `exclude`, counting the admitted creations
+        not listed yet; None (logged) when the LIST fails."""
+        try:
+            services = self.reader.list_services(namespace)
+        except Exception as err:
+            log.warning(
+                "cannot list Services: LoadBalancer cap not checked",
+                extra={"fields": {"namespace": namespace, "error": str(err)}},
+            )
+            return None
+        listed = {str((s.get("metadata") or {}).get("name")) for s in services if is_load_balancer(s)}
+        now = self._clock()
+        with self._lock:
+            reserved = self._reserved.setdefault(namespace, {})
+            for name, expiry in list(reserved.items()):
+                if name in listed or expiry <= now:
+                    del reserved[name]
+            pending = set(reserved)
+        return len((listed | pending) - {exclude})
+
+    def reserve(self, namespace: str, name: str) -> None:
+        """Count an admitted LoadBalancer creation until a LIST shows it (or the reservation expires)."""
+        with self._lock:
+            self._reserved.setdefault(namespace, {})[name] = self._clock() + self.reservation_seconds
+
+
+# --------------------------------------------------------------------------- the server's hooks
+
+
+_logged_once: set[str] = set()
+
+
+def _log_once(key: str, message: str) -> None:
+    if key not in _logged_once:
+        _logged_once.add(key)
+        log.warning(message)
+
+
+def effective_settings(
+    cache: NamespaceCache | None, settings: Settings, namespace: str | None
+) -> tuple[Settings, list[str]]:
+    """The namespace's settings (platform settings without a cache or a namespace)."""
+    if cache is None or not namespace:
+        overrides = settings.policy.namespace_overrides
+        if cache is None and (overrides.allowed_domains or overrides.allowed_clouds):
+            _log_once("overrides", "no API access: namespace overrides (kafka-expose.io/*) are not applied")
+        return settings, []
+    return settings_for_namespace(settings, cache.annotations(namespace), namespace)
+
+
+class PolicyHook:
+    """The server's `validate` hook: `(AdmissionRequest, Settings) -> (allowed, message, warnings)`."""
+
+    def __init__(self, cache: NamespaceCache | None, record: PolicyRecorder | None = None) -> None:
+        self.cache = cache
+        self.record = record
+
+    def __call__(self, request: Mapping[str, Any], settings: Settings) -> tuple[bool, str, Sequence[str]]:
+        obj = request.get("object")
+        metadata = obj.get("metadata") if isinstance(obj, Mapping) else None
+        namespace = request.get("namespace") or (metadata or {}).get("namespace")
+        namespace = namespace if isinstance(namespace, str) and namespace else None
+        effective, problems = effective_settings(self.cache, settings, namespace)
+        if policy_off(effective):
+            return True, "", []
+        if cap_applies(request, effective) and namespace:
+            if self.cache is None:
+                _log_once("cap", "no API access: the LoadBalancer cap (loadBalancerCap) is not checked")
+                assessment = assess_request(request, effective, load_balancers_in_namespace=None)
+                verdict = verdict_of(assessment)
+            else:
+                name = str((metadata or {}).get("name") or "")
+                with self.cache.cap_lock(namespace):
+                    others = self.cache.count_load_balancers(namespace, exclude=name or None)
+                    assessment = assess_request(request, effective, load_balancers_in_namespace=others)
+                    verdict = verdict_of(assessment)
+                    if verdict.allowed and others is not None and name and not request.get("dryRun"):
+                        self.cache.reserve(namespace, name)
+        else:
+            assessment = assess_request(request, effective, load_balancers_in_namespace=None)
+            verdict = verdict_of(assessment)
+            verdict.outcomes.pop(LOAD_BALANCER_CAP, None)  # not a request the cap applies to
+        if self.record is not None:
+            for rule, outcome in verdict.outcomes.items():
+                self.record(rule, outcome)
+        warnings = list(verdict.warnings)
+        if assessment.concerns_kafka:
+            warnings += [f"kafka-expose: {p}" for p in problems]
+        return verdict.allowed, verdict.message or "", warnings
+
+
+class NamespaceMutate:
+    """The server's `mutate`: the core with the namespace's effective settings; a refused override
+    request comes back as a warning on the brokers and Services the core handles."""
+
+    def __init__(
+        self,
+        cache: NamespaceCache | None,
+        mutate: Callable[[Mapping[str, Any], Settings, str | None], Decision] = core_mutate,
+    ) -> None:
+        self.cache = cache
+        self.mutate = mutate
+
+    def __call__(self, obj: Mapping[str, Any], settings: Settings, namespace: str | None) -> Decision:
+        if namespace is None and isinstance(obj, Mapping):
+            found = (obj.get("metadata") or {}).get("namespace")
+            namespace = found if isinstance(found, str) else None
+        effective, problems = effective_settings(self.cache, settings, namespace)
+        decision = self.mutate(obj, effective, namespace)
+        if problems and decision.outcome != "skipped":
+            extra = tuple(f"kafka-expose: {p}" for p in problems)
+            decision = dataclasses.replace(decision, warnings=(*decision.warnings, *extra))
+        return decision
+
+
+def policy_hooks(
+    kubeconfig: str | None = None, record: PolicyRecorder | None = None, *, start: bool = True
+) -> tuple[PolicyHook, NamespaceMutate, NamespaceCache | None]:
+    """What `create_app` needs: `validate=hook, mutate=mutate`. Call it in each worker (after fork):
+    the cache's watch thread and HTTP connections must belong to the serving process."""
+    cache = NamespaceCache.connect(kubeconfig)
+    if cache is not None and start:
+        cache.start()
+    return PolicyHook(cache, record), NamespaceMutate(cache), cache
