@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from webhook.core.podspec import (
     as_list,
     as_str,
     containers,
+    copy_json,
     literal_env,
     ports,
     set_container_port,
@@ -72,7 +72,7 @@ def _unchanged(obj: Mapping[str, Any], outcome: Outcome, reason: str, warn: bool
     return Decision(
         kind=str(obj.get("kind", "")) if isinstance(obj, Mapping) else "",
         outcome=outcome,
-        result=copy.deepcopy(dict(obj)) if isinstance(obj, Mapping) else {},
+        result=copy_json(dict(obj)) if isinstance(obj, Mapping) else {},
         reason=reason,
         warnings=(reason,) if warn else (),
     )
@@ -240,7 +240,7 @@ def _mutate_pod(obj: Mapping[str, Any], settings: Settings, namespace: str | Non
         identity = pod_identity(obj, namespace)
         if identity is None:
             return _unchanged(obj, "skipped", "not a StatefulSet pod")
-        result = copy.deepcopy(dict(obj))
+        result = copy_json(dict(obj))
         metadata = as_dict(result.get("metadata"), "metadata")
         spec = as_dict(result.get("spec"), "spec")
         plan = expose(metadata, spec, settings, identity, concrete=True)
@@ -256,7 +256,7 @@ def _mutate_pod(obj: Mapping[str, Any], settings: Settings, namespace: str | Non
 
 def _mutate_statefulset(obj: Mapping[str, Any], settings: Settings, namespace: str | None) -> Decision:
     """For `render`: expose the pod template, plan a Service per ordinal."""
-    result = copy.deepcopy(dict(obj))
+    result = copy_json(dict(obj))
     metadata = as_dict(result.get("metadata"), "metadata")
     name = as_str(metadata.get("name"), "metadata.name")
     ns = as_str(namespace or metadata.get("namespace") or "default", "metadata.namespace")
@@ -307,7 +307,7 @@ def _mutate_service(obj: Mapping[str, Any], settings: Settings, namespace: str |
         return _unchanged(obj, "skipped", "not a LoadBalancer Service")
     if not selects_kafka(obj, settings):
         return _unchanged(obj, "skipped", "does not select Kafka brokers")
-    result = copy.deepcopy(dict(obj))
+    result = copy_json(dict(obj))
     metadata = as_dict(result.setdefault("metadata", {}), "metadata")
     annotations = str_map(metadata.setdefault("annotations", {}), "metadata.annotations")
     lb = settings.load_balancer

@@ -8,7 +8,9 @@ says, so hostile or broken objects are refused with a reason instead of a crash.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 PREFIX = "kafka-expose.io/"
 
@@ -128,3 +130,13 @@ def set_container_port(container: dict[str, Any], name: str, number: int) -> Non
 
 def field_ref_env(name: str, field_path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}}
+
+
+def copy_json(value: _T) -> _T:
+    """A deep copy of decoded JSON (dicts, lists, immutable scalars): several times faster than
+    copy.deepcopy, which keeps a memo for cycles and shared references that JSON cannot have."""
+    if isinstance(value, dict):
+        return {key: copy_json(item) for key, item in value.items()}  # type: ignore[return-value]
+    if isinstance(value, list):
+        return [copy_json(item) for item in value]  # type: ignore[return-value]
+    return value

@@ -1,0 +1,344 @@
+"""Benchmark of `kafka-expose serve`: POST /mutate over HTTPS with keep-alive.
+
+Two servers with the same stack (gunicorn gthread, TLS, Flask, JSON parsing, logging, metrics) are
+measured side by side: one answering through the core, one started with `--noop` (allowed without
+calling the core: the framework + TLS floor). The request is the AdmissionReview of the first broker
+pod of the bitnami 32.4.4 `brokers3` render.
+
+Two loads:
+* fixed rate (default 200 req/s for 10 s): an open-loop Python client, a few threads with one
+  kept-alive connection each; latency counts from the scheduled send time, so a stalled server is
+  not hidden (no coordinated omission);
+* saturation: `wrk` (Debian package `wrk`) with a Lua script when it is installed, else a
+  closed-loop Python client in several processes.
+
+Run: python bench/bench_server.py [--rate 200] [--seconds 10] [--workers 2] [--threads 4]
+Targets: p99 < 10 ms at 200 req/s; saturation throughput >= 70% of the no-op floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests import podfactory  # noqa: E402
+from tests.server.harness import WebhookServer, running_server  # noqa: E402
+
+RENDER = "bitnami-kafka-32.4.4-brokers3"
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by `pid` and its children (the gunicorn workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:  # fields[1] is the parent pid
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+@dataclass
+class Result:
+    scenario: str
+    server: str
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    client: str
+    cpu_ms: float = float("nan")  # server CPU (arbiter + workers) per request
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def review_body() -> bytes:
+    docs = podfactory.load_render(RENDER)
+    sts = next(s for s in podfactory.statefulsets(docs) if s["metadata"]["name"] == "kafka-broker")
+    pod = podfactory.pod_from_statefulset(sts, 0, "kafka")
+    return json.dumps(podfactory.admission_review(pod, uid="bench-0000")).encode()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def _connection(port: int, context: ssl.SSLContext) -> http.client.HTTPSConnection:
+    return http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
+
+
+def _post(conn: http.client.HTTPSConnection, body: bytes) -> bool:
+    conn.request("POST", "/mutate", body=body, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    data = response.read()
+    return response.status == 200 and data.startswith(b'{"apiVersion"')
+
+
+def fixed_rate(server: WebhookServer, body: bytes, rate: float, seconds: float, threads: int = 4) -> Result:
+    """Open loop: request i is due at start + i/rate; thread j sends the requests i = j mod threads."""
+    context = server.context()
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    start = time.perf_counter() + 0.5
+
+    def run(offset: int) -> None:
+        conn = _connection(server.port, context)
+        conn.connect()
+        mine: list[float] = []
+        failed = 0
+        for i in range(offset, total, threads):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                ok = _post(conn, body)
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = _connection(server.port, context)
+            mine.append(time.perf_counter() - due)
+            failed += not ok
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            errors[0] += failed
+
+    workers = [threading.Thread(target=run, args=(j,)) for j in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - start
+    return Result(
+        f"{rate:g} req/s, {seconds:g} s", "", len(latencies), errors[0], elapsed,
+        percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000, f"python x{threads} conns",
+    )  # fmt: skip
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open(os.getenv("BENCH_BODY"), "rb")
+wrk.body = f:read("*a")
+f:close()
+local errors = 0
+response = function(status, headers, body)
+  if status ~= 200 then errors = errors + 1 end
+end
+done = function(summary, latency, requests)
+  io.write(string.format("BENCH requests=%d errors_status=%d errors_other=%d p50_us=%d p99_us=%d\\n",
+    summary.requests, summary.errors.status, summary.errors.connect + summary.errors.read
+      + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def saturation_wrk(server: WebhookServer, body: bytes, seconds: float, connections: int) -> Result:
+    with tempfile.TemporaryDirectory() as tmp:
+        body_path, script = Path(tmp) / "body.json", Path(tmp) / "post.lua"
+        body_path.write_bytes(body)
+        script.write_text(WRK_SCRIPT)
+        command = [
+            "wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", "10s", "-s", str(script),
+            f"https://127.0.0.1:{server.port}/mutate",
+        ]  # fmt: skip
+        out = subprocess.run(
+            command,
+            env={**os.environ, "BENCH_BODY": str(body_path)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    match = re.search(
+        r"BENCH requests=(\d+) errors_status=(\d+) errors_other=(\d+) p50_us=(\d+) p99_us=(\d+)", out
+    )
+    if not match:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    requests, status_errors, other_errors, p50, p99 = (int(g) for g in match.groups())
+    return Result(
+        "saturation", "", requests, status_errors + other_errors, seconds, p50 / 1000, p99 / 1000,
+        f"wrk -t2 -c{connections}",
+    )  # fmt: skip
+
+
+def _closed_loop(port: int, ca_pem: str, body: bytes, seconds: float, connections: int, out: Any) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cadata=ca_pem)
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def run() -> None:
+        conn = _connection(port, context)
+        mine: list[float] = []
+        failed = 0
+        while (now := time.perf_counter()) < stop_at:
+            try:
+                ok = _post(conn, body)
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = _connection(port, context)
+            mine.append(time.perf_counter() - now)
+            failed += not ok
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            errors[0] += failed
+
+    threads = [threading.Thread(target=run) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    out.put((latencies, errors[0]))
+
+
+def saturation_python(server: WebhookServer, body: bytes, seconds: float, connections: int) -> Result:
+    processes = max(1, min(4, connections // 4))
+    queue: Any = multiprocessing.Queue()
+    ca_pem = server.ca.cert_pem.decode()
+    per_process = max(1, connections // processes)
+    procs = [
+        multiprocessing.Process(
+            target=_closed_loop, args=(server.port, ca_pem, body, seconds, per_process, queue)
+        )
+        for _ in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    latencies: list[float] = []
+    errors = 0
+    for _ in procs:
+        values, failed = queue.get(timeout=seconds + 60)
+        latencies += values
+        errors += failed
+    for proc in procs:
+        proc.join()
+    return Result(
+        "saturation", "", len(latencies), errors, seconds, percentile(latencies, 0.5) * 1000,
+        percentile(latencies, 0.99) * 1000, f"python {processes}x{per_process} conns",
+    )  # fmt: skip
+
+
+def measure(
+    name: str, noop: bool, args: argparse.Namespace, body: bytes, root: Path
+) -> tuple[Result, Result, dict[str, float]]:
+    extra = ("--noop",) if noop else ()
+    with running_server(
+        root, show_log=False, workers=args.workers, threads=args.threads, extra_args=extra
+    ) as server:
+        warm = _connection(server.port, server.context())
+        for _ in range(200):
+            _post(warm, body)
+        warm.close()
+        assert server.proc is not None
+        pid = server.proc.pid
+        cpu = process_tree_cpu(pid)
+        fixed = fixed_rate(server, body, args.rate, args.seconds)
+        fixed.cpu_ms, cpu = (
+            (process_tree_cpu(pid) - cpu) / max(fixed.requests, 1) * 1000,
+            process_tree_cpu(pid),
+        )
+        if shutil.which("wrk") and not args.python_client:
+            saturated = saturation_wrk(server, body, args.seconds, args.connections)
+        else:
+            saturated = saturation_python(server, body, args.seconds, args.connections)
+        saturated.cpu_ms = (process_tree_cpu(pid) - cpu) / max(saturated.requests, 1) * 1000
+        server_time = {
+            "sum": server.metric("kafka_expose_admission_duration_seconds_sum", endpoint="mutate"),
+            "count": server.metric("kafka_expose_admission_duration_seconds_count", endpoint="mutate"),
+        }
+    fixed.server = saturated.server = name
+    return fixed, saturated, server_time
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=16, help="connections at saturation")
+    parser.add_argument("--python-client", action="store_true", help="do not use wrk even if installed")
+    args = parser.parse_args()
+
+    body = review_body()
+    results: list[Result] = []
+    inside: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, noop in (("mutate", False), ("noop", True)):
+            fixed, saturated, server_time = measure(name, noop, args, body, Path(tmp) / name)
+            results += [fixed, saturated]
+            inside[name] = server_time["sum"] / server_time["count"] * 1000 if server_time["count"] else 0.0
+
+    print(f"\nPOST /mutate, {len(body)} byte AdmissionReview ({RENDER} kafka-broker-0), "
+          f"{args.workers} workers x {args.threads} threads, TLS, keep-alive, {os.cpu_count()} CPUs\n")  # fmt: skip
+    header = (
+        f"{'load':<18} {'server':<7} {'client':<18} {'requests':>8} {'errors':>6} {'req/s':>6} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'CPU ms/req':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r.scenario:<18} {r.server:<7} {r.client:<18} {r.requests:>8} {r.errors:>6} "
+            f"{r.throughput:>6.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.cpu_ms:>10.2f}"
+        )
+    by = {(r.scenario, r.server): r for r in results}
+    fixed_name = results[0].scenario
+    p99 = by[(fixed_name, "mutate")].p99_ms
+    ratio = by[("saturation", "mutate")].throughput / max(by[("saturation", "noop")].throughput, 1e-9)
+    print(
+        f"\nmean time inside the app (histogram): mutate {inside['mutate']:.2f} ms, noop {inside['noop']:.2f} ms"
+    )
+    cpu_ratio = by[("saturation", "noop")].cpu_ms / max(by[("saturation", "mutate")].cpu_ms, 1e-9)
+    print(f"server CPU per request, noop/mutate at saturation: {cpu_ratio:.0%} (the throughput ratio on "
+          "a machine with nothing else running)")  # fmt: skip
+    load = os.getloadavg()[0]
+    print(f"load average now: {load:.1f} on {os.cpu_count()} CPUs" + (" (busy: latencies are inflated)"
+          if load > (os.cpu_count() or 1) else ""))  # fmt: skip
+    print(f"p99 at {fixed_name}: {p99:.2f} ms (target < 10 ms): {'OK' if p99 < 10 else 'MISSED'}")
+    print(f"saturation vs no-op floor: {ratio:.0%} (target >= 70%): {'OK' if ratio >= 0.7 else 'MISSED'}")
+    errors = sum(r.errors for r in results)
+    if errors:
+        print(f"{errors} failed requests")
+    return 0 if errors == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""gunicorn settings and hooks for `kafka-expose serve`.
+
+TLS: gunicorn 27 wraps each accepted connection itself (`gthread`: `TConn.init` ->
+`gunicorn.sock.ssl_wrap_socket` -> `cfg.ssl_context(cfg, default_factory)`), so the `ssl_context`
+hook is called once per new connection. Its default factory would re-read the certificate files on
+every connection (and could read half-written files). Ours returns the context of the worker's
+`CertificateStore`, which a watcher thread replaces when the files change: connections already open
+keep their TLS session, new ones get the new certificate, nothing is dropped or restarted. The
+`certfile`/`keyfile` settings are still set: they make gunicorn treat the listener as TLS.
+
+Metrics: each worker writes prometheus-client multiprocess files; `child_exit` marks a dead worker's
+live gauges gone.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook.logs import gunicorn_logconfig
+from webhook.reload import CertificateStore, SettingsStore, Watcher
+
+log = logging.getLogger("kafka_expose.serve")
+
+# The API server (Go's transport) keeps idle connections 90 s; closing later than that on our side
+# means the client is the one that closes, so a request never races a server-side close.
+KEEPALIVE_SECONDS = 120
+GRACEFUL_TIMEOUT_SECONDS = 25  # under the pod's default terminationGracePeriodSeconds (30)
+
+
+@dataclass
+class Runtime:
+    """What the workers share (inherited through fork): the stores and the serving options."""
+
+    settings: SettingsStore
+    certificates: CertificateStore
+    reload_interval: float = 1.0
+    noop: bool = False
+    kubeconfig: str | None = None  # API access for the policy hooks (None: in-cluster, else none)
+    self_managed_dir: str | None = None  # where `--self-managed` writes the files and its ready marker
+    watcher: Watcher | None = field(default=None, repr=False)
+
+    def start_watching(self) -> None:
+        """Start polling the settings and certificate files (in a worker, after fork)."""
+        self.watcher = Watcher(
+            [self.settings.reload_if_changed, self.certificates.reload_if_changed], self.reload_interval
+        )
+        self.watcher.poll()  # catch up with changes made since the arbiter loaded the files
+        self.watcher.start()
+
+
+def bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def ssl_context_hook(runtime: Runtime) -> Callable[[Any, Callable[[], ssl.SSLContext]], ssl.SSLContext]:
+    def ssl_context(conf: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        return runtime.certificates.context
+
+    return ssl_context
+
+
+def post_worker_init_hook(runtime: Runtime) -> Callable[[Any], None]:
+    def post_worker_init(worker: Any) -> None:
+        # Everything loaded so far (Flask, pydantic, the core) lives as long as the worker: keep it out
+        # of the garbage collector's full collections, which otherwise scan it all (tail latency).
+        gc.collect()
+        gc.freeze()
+        runtime.start_watching()
+
+    return post_worker_init
+
+
+def worker_exit_hook(runtime: Runtime) -> Callable[[Any, Any], None]:
+    def worker_exit(server: Any, worker: Any) -> None:
+        if runtime.watcher is not None:
+            runtime.watcher.stop()
+
+    return worker_exit
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """In the arbiter: forget a dead worker's live gauges (its counters stay counted)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def gunicorn_options(
+    runtime: Runtime,
+    *,
+    bind: str,
+    port: int,
+    workers: int,
+    threads: int,
+    log_level: str = "info",
+    keepalive: int = KEEPALIVE_SECONDS,
+    graceful_timeout: int = GRACEFUL_TIMEOUT_SECONDS,
+) -> dict[str, Any]:
+    """The gunicorn settings of the webhook server."""
+    options: dict[str, Any] = {
+        "bind": [bind_address(bind, port)],
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": threads,
+        "keepalive": keepalive,
+        "graceful_timeout": graceful_timeout,
+        "timeout": 30,
+        "certfile": runtime.certificates.cert_file,
+        "keyfile": runtime.certificates.key_file,
+        "ssl_context": ssl_context_hook(runtime),
+        "do_handshake_on_connect": False,  # the handshake runs in a worker thread, not the accept loop
+        "post_worker_init": post_worker_init_hook(runtime),
+        "worker_exit": worker_exit_hook(runtime),
+        "child_exit": child_exit,
+        "loglevel": log_level,
+        "logconfig_dict": gunicorn_logconfig(log_level),
+        "errorlog": "-",
+        "accesslog": None,  # one admission line per request is logged by the app instead
+        "proc_name": "kafka-expose",
+        "control_socket_disable": True,
+        "preload_app": False,
+    }
+    if os.path.isdir("/dev/shm"):
+        options["worker_tmp_dir"] = "/dev/shm"  # heartbeat files off a possibly read-only or slow disk
+    return options

@@ -1,0 +1,215 @@
+"""`kafka-expose serve`: the admission webhook over HTTPS, gunicorn (gthread workers) + Flask.
+
+Only argparse is imported at module level: `kafka-expose render` builds the whole parser and must
+stay light. Everything else is imported inside `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from webhook.gunicorn_conf import Runtime
+
+NOOP_ENV = "KAFKA_EXPOSE_NOOP"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="FILE", help="settings file (YAML), hot reloaded")
+    parser.add_argument("--cert", required=True, metavar="FILE", help="serving certificate chain (PEM)")
+    parser.add_argument("--key", required=True, metavar="FILE", help="private key of the certificate (PEM)")
+    parser.add_argument("--port", type=int, default=8443, help="HTTPS port (default: 8443)")
+    parser.add_argument("--bind", default="0.0.0.0", metavar="ADDRESS", help="address to listen on")
+    parser.add_argument("--workers", type=int, default=2, metavar="N", help="worker processes (default: 2)")
+    parser.add_argument("--threads", type=int, default=4, metavar="N", help="threads per worker (default: 4)")
+    parser.add_argument(
+        "--client-ca", metavar="FILE", help="require client certificates signed by this CA (the API server's)"
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        help="API access for namespace overrides and the LoadBalancer cap (default: in-cluster, else none)",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    # hidden: answer /mutate without calling the core (benchmark floor), and the file poll interval
+    parser.add_argument("--noop", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--reload-interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    from webhook.selfcerts import add_self_managed_arguments  # cryptography: already loaded by `certs`
+
+    add_self_managed_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from webhook.logs import configure_logging
+    from webhook.reload import CertificateError, CertificateStore, SettingsStore
+    from webhook.settings import SettingsError
+
+    configure_logging(args.log_level)
+    log = logging.getLogger("kafka_expose.serve")
+    try:
+        settings = SettingsStore.from_file(args.config)
+    except SettingsError as err:
+        log.error("invalid settings file", extra={"fields": {"path": args.config, "problems": err.problems}})
+        return 2
+    self_managed_dir = None
+    if getattr(args, "self_managed", False):
+        # The CA Secret, the serving certificate files and the caBundles are kept in step by a thread of
+        # this (arbiter) process; workers only read the files (hot reload) and the readiness marker.
+        from webhook import selfcerts
+        from webhook.kube import load_api_client
+
+        try:
+            manager = selfcerts.from_args(args, load_api_client(args.kubeconfig))
+            manager.first_pass(timeout=60)
+        except Exception as err:
+            log.error("self-managed certificates: cannot start", extra={"fields": {"error": str(err)}})
+            return 2
+        manager.start()
+        self_managed_dir = str(manager.cert_dir)
+    try:
+        certificates = CertificateStore(args.cert, args.key, args.client_ca)
+    except CertificateError as err:
+        log.error(
+            "unusable certificate",
+            extra={
+                "fields": {"cert": args.cert, "key": args.key, "client_ca": args.client_ca, "error": str(err)}
+            },
+        )
+        return 2
+    ready, why = certificates.readiness()
+    if not ready:  # serve anyway: readiness says so, and a rotation fixes it without a restart
+        log.error("the serving certificate is not valid now", extra={"fields": {"readiness": why}})
+    if args.workers < 1 or args.threads < 1:
+        log.error("--workers and --threads must be at least 1")
+        return 2
+
+    from webhook.gunicorn_conf import Runtime, gunicorn_options
+
+    noop = bool(args.noop) or os.environ.get(NOOP_ENV, "").lower() in ("1", "true", "yes")
+    runtime = Runtime(
+        settings,
+        certificates,
+        reload_interval=args.reload_interval,
+        noop=noop,
+        kubeconfig=args.kubeconfig,
+        self_managed_dir=self_managed_dir,
+    )
+    options = gunicorn_options(
+        runtime,
+        bind=args.bind,
+        port=args.port,
+        workers=args.workers,
+        threads=args.threads,
+        log_level=args.log_level,
+    )
+    created_dir = _prepare_multiprocess_dir()
+    arbiter_pid = os.getpid()
+    log.info(
+        "starting",
+        extra={
+            "fields": {
+                "bind": options["bind"],
+                "workers": args.workers,
+                "threads": args.threads,
+                "settings_version": settings.settings.version,
+                "client_ca": bool(args.client_ca),
+                "noop": noop,
+            }
+        },
+    )
+    try:
+        _application_class()(runtime, options).run()
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        # Workers are forked from inside this call and leave it too (gunicorn ends them with
+        # sys.exit): only the arbiter may remove the directory every worker writes to.
+        if created_dir and os.getpid() == arbiter_pid:
+            import shutil
+
+            shutil.rmtree(created_dir, ignore_errors=True)
+    return 0
+
+
+def _prepare_multiprocess_dir() -> str | None:
+    """Point prometheus-client at an empty directory; return it when we created it (to remove it)."""
+    import glob
+    import tempfile
+
+    existing = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if existing:
+        os.makedirs(existing, exist_ok=True)
+        for stale in glob.glob(os.path.join(existing, "*.db")):
+            os.remove(stale)
+        return None
+    created = tempfile.mkdtemp(prefix="kafka-expose-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = created
+    return created
+
+
+def _application_class() -> Any:
+    from gunicorn.app.base import BaseApplication
+
+    class WebhookApplication(BaseApplication):  # type: ignore[misc]
+        """gunicorn embedded: settings from a dict, the app built by `create_app` in each worker."""
+
+        def __init__(self, runtime: Runtime, options: dict[str, Any]) -> None:
+            self.runtime = runtime
+            self.options = options
+            super().__init__()
+
+        def load_config(self) -> None:
+            for key, value in self.options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Flask:
+            """In each worker, after fork: the policy hooks' namespace watch belongs to this process."""
+            from webhook import metrics
+            from webhook.namespaces import policy_hooks
+            from webhook.server import ReadyCheck, create_app
+
+            validate, mutate, _cache = policy_hooks(
+                self.runtime.kubeconfig,
+                record=lambda rule, outcome: metrics.POLICY_DECISIONS.labels(rule, outcome).inc(),
+            )
+            checks: list[ReadyCheck] = []
+            if self.runtime.self_managed_dir:
+                checks.append(_ca_injected_check(self.runtime.self_managed_dir))
+            return create_app(
+                self.runtime.settings,
+                certificates=self.runtime.certificates,
+                validate=validate,
+                mutate=mutate,
+                noop=self.runtime.noop,
+                ready_checks=checks,
+            )
+
+    return WebhookApplication
+
+
+def _ca_injected_check(cert_dir: str) -> Any:
+    from webhook.selfcerts import injected
+
+    def check() -> tuple[bool, str]:
+        if injected(cert_dir):
+            return True, "caBundle: the CA of the serving certificate is injected"
+        return False, "caBundle: the CA of the serving certificate is not injected yet"
+
+    return check
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m webhook.serve ...`: the serve sub-command on its own."""
+    parser = argparse.ArgumentParser(prog="kafka-expose serve")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
