@@ -33,7 +33,6 @@ import atexit
 import base64
 import contextlib
 import datetime
-import ipaddress
 import json
 import logging
 import os
@@ -59,6 +58,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.tlsutil import CA, general_names, key_pem
+
 __all__ = [
     "DEFAULT_CONTROLLERS",
     "REPO_ROOT",
@@ -67,6 +68,7 @@ __all__ = [
     "ControlPlaneError",
     "ControlPlaneStartError",
     "NodeAgentStandIn",
+    "WaitTimeout",
     "ensure_no_proxy",
     "find_bin_dir",
     "wait_for",
@@ -104,6 +106,10 @@ class ControlPlaneBinariesMissing(ControlPlaneError):
 
 class ControlPlaneStartError(ControlPlaneError):
     """A component did not start; the message carries the tail of its logs."""
+
+
+class WaitTimeout(TimeoutError, AssertionError):
+    """`wait_for` gave up: a TimeoutError, and an AssertionError for the tests that wait on a condition."""
 
 
 # --------------------------------------------------------------------------
@@ -150,49 +156,12 @@ def find_bin_dir() -> Path:
 # certificates
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 class _CA:
-    """A throw-away certificate authority (EC P-256)."""
+    """A throw-away certificate authority (EC P-256), valid ten years."""
 
     def __init__(self, common_name: str) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        ski = x509.SubjectKeyIdentifier.from_public_key(self.key.public_key())
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(ski, critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-        self.cert_pem = self.cert.public_bytes(serialization.Encoding.PEM)
+        root = CA(common_name, days=3650)
+        self.key, self.cert, self.cert_pem = root.key, root.cert, root.cert_pem
 
     def issue(
         self,
@@ -245,15 +214,9 @@ class _CA:
         if usages:
             b = b.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         if hosts:
-            sans: list[x509.GeneralName] = []
-            for h in hosts:
-                try:
-                    sans.append(x509.IPAddress(ipaddress.ip_address(h)))
-                except ValueError:
-                    sans.append(x509.DNSName(h))
-            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            b = b.add_extension(x509.SubjectAlternativeName(general_names(hosts)), critical=False)
         cert = b.sign(self.key, hashes.SHA256())
-        return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+        return cert.public_bytes(serialization.Encoding.PEM), key_pem(key)
 
 
 # --------------------------------------------------------------------------
@@ -694,7 +657,7 @@ class ControlPlane:
         )
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         sa_priv, sa_pub = d / "pki" / "sa.key", d / "pki" / "sa.pub"
-        sa_priv.write_bytes(_pem_key(sa_key))
+        sa_priv.write_bytes(key_pem(sa_key))
         sa_pub.write_bytes(
             sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -1171,5 +1134,5 @@ def wait_for(
         if last:
             return last
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+            raise WaitTimeout(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
         time.sleep(interval)

@@ -67,6 +67,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# One module whichever name imports it (`tests.kafkarun`, or `kafkarun` with tests/ on sys.path):
+# the private /etc/hosts and the set of live processes are process-wide state, kept once.
+for _alias in ("kafkarun", "tests.kafkarun"):
+    sys.modules.setdefault(_alias, sys.modules[__name__])
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO_ROOT / "tools" / "build-kafka.sh"
 

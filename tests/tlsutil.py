@@ -8,12 +8,13 @@ import os
 import ssl
 import tempfile
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 PrivateKey = ec.EllipticCurvePrivateKey
@@ -27,10 +28,22 @@ def _key() -> PrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _key_pem(key: PrivateKey) -> bytes:
+def key_pem(key: PrivateKey | rsa.RSAPrivateKey) -> bytes:
+    """The unencrypted PKCS#8 PEM of `key`."""
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+
+
+def general_names(hosts: Iterable[str]) -> list[x509.GeneralName]:
+    """subjectAltName entries: an IP address entry for each address, a DNS name for the others."""
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return names
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,7 @@ class CA:
 
     name: str = "kafka-expose test CA"
     key: PrivateKey = field(default_factory=_key)
+    days: int = 30
     cert: x509.Certificate = field(init=False)
 
     def __post_init__(self) -> None:
@@ -68,7 +82,7 @@ class CA:
             .public_key(self.key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=30))
+            .not_valid_after(now + dt.timedelta(days=self.days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -108,12 +122,7 @@ class CA:
     ) -> Leaf:
         key = _key()
         now = _now()
-        names: list[x509.GeneralName] = []
-        for host in hosts:
-            try:
-                names.append(x509.IPAddress(ipaddress.ip_address(host)))
-            except ValueError:
-                names.append(x509.DNSName(host))
+        names = general_names(hosts)
         serial = x509.random_serial_number()
         not_after = not_after or now + dt.timedelta(days=1)
         builder = (
@@ -139,7 +148,7 @@ class CA:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-        return Leaf(cert_pem, _key_pem(key), cert_pem + self.cert_pem, not_after, serial)
+        return Leaf(cert_pem, key_pem(key), cert_pem + self.cert_pem, not_after, serial)
 
 
 def client_context(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Iterator
-from contextlib import closing
 from typing import Any
 
 import pytest
@@ -14,8 +13,8 @@ import yaml
 from expectations import own_manifest
 from podfactory import load_render, pod_from_statefulset, services, statefulsets
 
-from tests.cluster.webhook_fixture import Answer, RegisteredWebhook, policy_webhook
 from tests.controlplane import ControlPlane
+from tests.webhookcluster import Answer, RegisteredWebhook
 
 pytestmark = pytest.mark.cluster
 
@@ -40,13 +39,25 @@ def settings_text(**policy: Any) -> str:
 ENFORCE = settings_text()
 WARN = settings_text(mode="warn")
 GKE_FIX = 'add annotation networking.gke.io/load-balancer-type: "Internal" (policy rule internalLoadBalancer)'
+# The shipped Services mutating webhook makes a chart's public LoadBalancer internal before validation;
+# here it only runs in namespaces carrying this label, so the other tests see the validating one alone.
+MUTATE_SERVICES = {"kafka-expose.io/test-mutate-services": "on"}
 
 
 @pytest.fixture(scope="module")
 def webhook(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RegisteredWebhook]:
-    with policy_webhook(control_plane, tmp_path_factory.mktemp("policy-webhook"), ENFORCE) as hook:
+    with RegisteredWebhook(
+        control_plane.api_client(),
+        ENFORCE,
+        root=tmp_path_factory.mktemp("policy-webhook"),
+        kubeconfig=control_plane.kubeconfig_path,
+        workers=1,  # the LoadBalancer cap is exact within one process (webhook.namespaces.NamespaceCache)
+        threads=8,
+        isolated=True,
+        namespace_labels={"services.mutate.kafka-expose.io": MUTATE_SERVICES},
+    ) as hook:
         yield hook
 
 
@@ -96,7 +107,7 @@ def test_chart_public_load_balancers_are_denied_in_enforce_mode(webhook: Registe
     for svc in chart_load_balancers():
         name = svc["metadata"]["name"]
         answer = webhook.create(ns, svc)
-        assert denial(f"services.validate.{webhook.hook_id}.kafka-expose.test", answer) == (
+        assert denial("services.validate.kafka-expose.io", answer) == (
             f"Service {name}: LoadBalancer in front of Kafka brokers must be internal: {GKE_FIX}"
         )
     names = [s["metadata"]["name"] for s in webhook.get(f"/api/v1/namespaces/{ns}/services")["items"]]
@@ -121,7 +132,7 @@ def test_warn_mode_admits_them_with_a_warning(webhook: RegisteredWebhook) -> Non
 def test_the_mutating_webhook_makes_them_internal_before_validation(webhook: RegisteredWebhook) -> None:
     """The validating webhook sees the final object: the chart's LB after the mutating webhook."""
     webhook.set_settings(ENFORCE)
-    ns = webhook.namespace("mutated", mutate_services=True)
+    ns = webhook.namespace("mutated", labels=MUTATE_SERVICES)
     for svc in chart_load_balancers():
         answer = webhook.create(ns, svc)
         assert answer.status == 201, answer.body
@@ -165,13 +176,11 @@ def test_a_namespace_gets_its_own_domain(webhook: RegisteredWebhook) -> None:
     webhook.set_settings(ENFORCE)
     ns = webhook.namespace("team-a")
     own = f"{ns}.kafka.example.com"
-    response = webhook.session.patch(
-        webhook.url(f"/api/v1/namespaces/{ns}"),
-        data=f'{{"metadata":{{"annotations":{{"kafka-expose.io/domain":"{own}"}}}}}}',
-        headers={"Content-Type": "application/merge-patch+json"},
-        timeout=30,
+    patch = {"metadata": {"annotations": {"kafka-expose.io/domain": own}}}
+    answer = webhook.request(
+        "PATCH", f"/api/v1/namespaces/{ns}", patch, content_type="application/merge-patch+json"
     )
-    response.raise_for_status()
+    assert answer.status == 200, answer.body
     answer = webhook.create(ns, broker_pod())
     assert answer.status == 201, answer.body
     assert answer.warnings == []
@@ -186,9 +195,8 @@ def test_the_cap_holds_under_concurrent_creates(webhook: RegisteredWebhook) -> N
     barrier = threading.Barrier(5)
 
     def create(name: str) -> None:
-        with closing(webhook.control_plane.requests_session()) as session:
-            barrier.wait()
-            answers[name] = webhook.create(ns, lb_service(name), session=session)
+        barrier.wait()
+        answers[name] = webhook.create(ns, lb_service(name))
 
     threads = [threading.Thread(target=create, args=(f"lb-{i}",)) for i in range(5)]
     for thread in threads:
@@ -197,7 +205,7 @@ def test_the_cap_holds_under_concurrent_creates(webhook: RegisteredWebhook) -> N
         thread.join(60)
     statuses = sorted(a.status for a in answers.values())
     assert statuses == [201, 201, 201, 403, 403], {n: (a.status, a.message) for n, a in answers.items()}
-    hook = f"services.validate.{webhook.hook_id}.kafka-expose.test"
+    hook = "services.validate.kafka-expose.io"
     for name, answer in answers.items():
         if answer.status == 403:
             assert (
@@ -221,7 +229,7 @@ def test_a_broker_that_cannot_be_exposed_is_denied_in_enforce_mode(webhook: Regi
     webhook.set_settings(ENFORCE)
     ns = webhook.namespace("unknown")
     answer = webhook.create(ns, unknown_layout_pod())
-    message = denial(f"pods.validate.{webhook.hook_id}.kafka-expose.test", answer)
+    message = denial("pods.validate.kafka-expose.io", answer)
     assert message.startswith("Pod kafka-0: Kafka broker cannot be exposed: unknown layout for image")
     assert message.endswith("(policy rule exposureRequired)")
     webhook.set_settings(settings_text(rules={"exposureRequired": "warn"}))

@@ -27,11 +27,8 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture(scope="module")
 def webhook(control_plane: ControlPlane) -> Iterator[RegisteredWebhook]:
-    registered = RegisteredWebhook(control_plane.api_client()).start()
-    try:
+    with RegisteredWebhook(control_plane.api_client()) as registered:
         yield registered
-    finally:
-        registered.stop()
 
 
 def stored_pods(api: kubernetes.client.ApiClient, namespace: str) -> dict[str, dict[str, Any]]:

@@ -17,7 +17,6 @@ lifecycle rule is a unit test:
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,10 +26,9 @@ from webhook.clouds import IMMUTABLE_ANNOTATIONS
 from webhook.core.decision import BrokerPlan
 from webhook.core.engine import EXPOSED_LABEL, NotExposed, mutate, pod_identity
 from webhook.core.hosts import HostError, check_dns_name, split_pod_name
-from webhook.core.podspec import PREFIX, ShapeError
+from webhook.core.podspec import PREFIX, ShapeError, copy_json
 from webhook.core.services import (
     POD_LABEL,
-    POD_NAME_LABEL,
     STATEFULSET_LABEL,
     broker_service,
     is_managed,
@@ -321,7 +319,7 @@ def desired_service(plan: BrokerPlan, settings: Settings, owner: Mapping[str, An
 def with_immutable_settings(service: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
     """`service` with the immutable settings of `record` instead of its own (keep what the load
     balancer was created with)."""
-    result = copy.deepcopy(dict(service))
+    result = copy_json(dict(service))
     annotations = result["metadata"]["annotations"]
     for key in IMMUTABLE_ANNOTATIONS:
         annotations.pop(key, None)
@@ -671,7 +669,7 @@ def _keep_in_line(
                 "update",
                 ns,
                 name,
-                f"Service {name} drifted from the plan: {', '.join(reasons)}",
+                f"Service {name} differs from the plan: {', '.join(reasons)}",
                 statefulset=statefulset,
                 desired=desired,
                 uid=uid_of(existing),

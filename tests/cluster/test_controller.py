@@ -1,0 +1,516 @@
+"""The per-broker LoadBalancer controller as a real process against the real control plane.
+
+Broker pods come from stock-render StatefulSets whose template already carries the webhook's output
+(see controller_fixtures); the real StatefulSet controller creates them and the node agent stand-in
+makes them Ready. The controller runs with a 4 s Lease and a 5 s resync.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes.client
+import pytest
+
+from tests.cluster.controller_fixtures import (
+    AWS_INTERNAL,
+    BROKER_RENDER,
+    EXTERNAL_DNS,
+    LB_ANNOTATION,
+    LEASE_DURATION,
+    OPT_IN_LABEL,
+    POD_NAME_LABEL,
+    RESYNC_SECONDS,
+    SETTINGS_TEXT,
+    Controller,
+    all_services,
+    broker_statefulset,
+    create_namespace,
+    create_objects,
+    delete_namespaces,
+    event_reasons,
+    events,
+    lease_holder,
+    managed_services,
+    pods,
+    render_objects,
+    running,
+    scale,
+    selected_pods,
+    wait_for,
+)
+from tests.controlplane import ControlPlane, NodeAgentStandIn
+from tests.podfactory import pod_from_statefulset
+from webhook.core import mutate
+from webhook.settings import load_settings_text
+
+pytestmark = pytest.mark.cluster
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def lease_namespace(control_plane: ControlPlane) -> Iterator[str]:
+    api = control_plane.api_client()
+    name = create_namespace(api, "ctl-leases", opted_in=False)
+    yield name
+    delete_namespaces(api, [name])
+
+
+@pytest.fixture(scope="module")
+def settings_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("controller") / "settings.yaml"
+    path.write_text(SETTINGS_TEXT)
+    return path
+
+
+@pytest.fixture
+def namespaces(control_plane: ControlPlane) -> Iterator[list[str]]:
+    created: list[str] = []
+    yield created
+    delete_namespaces(control_plane.api_client(), created)
+
+
+@pytest.fixture
+def api(control_plane: ControlPlane) -> kubernetes.client.ApiClient:
+    return control_plane.api_client()
+
+
+@pytest.fixture
+def controller(
+    control_plane: ControlPlane,
+    node_agent: NodeAgentStandIn,
+    settings_path: Path,
+    lease_namespace: str,
+    tmp_path: Path,
+) -> Iterator[Controller]:
+    process = Controller(control_plane, settings_path, lease_namespace, tmp_path, metrics_port=free_port())
+    process.start()
+    try:
+        wait_for(lambda: lease_holder(control_plane.api_client(), lease_namespace, "kafka-expose-controller")
+                 == process.identity, what="the controller to lead")  # fmt: skip
+        yield process
+    finally:
+        assert process.terminate() == 0, process.log()
+        print(process.log(200))  # shown when the test failed
+
+
+def new_namespace(
+    api: kubernetes.client.ApiClient, namespaces: list[str], prefix: str, opted_in: bool = True
+) -> str:
+    name = create_namespace(api, prefix, opted_in)
+    namespaces.append(name)
+    return name
+
+
+def exactly(api: kubernetes.client.ApiClient, namespace: str, count: int, timeout: float = 30.0) -> dict:
+    """Wait until the namespace has exactly `count` managed Services; return them."""
+
+    def check() -> tuple[bool, dict] | None:
+        services = managed_services(api, namespace)
+        return (True, services) if len(services) == count else None
+
+    return wait_for(check, timeout=timeout, what=f"{count} managed Services in {namespace}")[1]
+
+
+def uids(services: dict) -> dict[str, str]:
+    return {name: s["metadata"]["uid"] for name, s in services.items()}
+
+
+# ---------------------------------------------------------------------------------------- creating
+
+
+def test_a_stock_render_gets_one_internal_load_balancer_per_broker(
+    control_plane: ControlPlane,
+    api: kubernetes.client.ApiClient,
+    controller: Controller,
+    namespaces: list[str],
+) -> None:
+    ns = new_namespace(api, namespaces, "ctl-render")
+    chart_objects = render_objects(BROKER_RENDER, ns)
+    create_objects(control_plane, chart_objects)
+    services = exactly(api, ns, 3)
+    wait_for(lambda: len(pods(api, ns)) == 6, what="3 brokers and 3 controllers")
+    assert selected_pods(services) == ["kafka-broker-0", "kafka-broker-1", "kafka-broker-2"]
+    for name, service in services.items():
+        pod = service["spec"]["selector"][POD_NAME_LABEL]
+        assert name == f"{pod}-external"
+        assert service["spec"]["type"] == "LoadBalancer"
+        assert service["spec"]["selector"] == {POD_NAME_LABEL: pod}  # exactly one broker
+        assert service["spec"]["loadBalancerSourceRanges"] == ["10.0.0.0/8"]
+        assert service["spec"]["ports"][0]["port"] == 9094
+        annotations = service["metadata"]["annotations"]
+        assert annotations[AWS_INTERNAL] == "true"
+        assert annotations[EXTERNAL_DNS] == f"{pod}.{ns}.kafka.example.com"
+        assert annotations["kafka-expose.io/advertised"] == f"EXTERNAL://{pod}.{ns}.kafka.example.com:9094"
+        owner = service["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"]) == ("StatefulSet", "kafka-broker")
+        # the Service reaches the port the broker listens on for its external listener
+        container = next(c for c in pods(api, ns)[pod]["spec"]["containers"] if c["name"] == "kafka")
+        external = next(p for p in container["ports"] if p["name"] == "external")
+        assert service["spec"]["ports"][0]["targetPort"] == external["containerPort"]
+    # the chart's own Services are not touched
+    chart_services = {o["metadata"]["name"] for o in chart_objects if o["kind"] == "Service"}
+    assert set(all_services(api, ns)) == chart_services | set(services)
+    assert event_reasons(api, ns).count("ServiceCreated") == 3
+    # steady: a resync later, the same three objects
+    time.sleep(RESYNC_SECONDS + 1)
+    assert uids(managed_services(api, ns)) == uids(services)
+    assert "ServiceUpdated" not in event_reasons(api, ns), "what we apply is what the API server keeps"
+    assert controller.metrics()["kafka_expose_controller_services_managed"] >= 3
+    assert controller.metrics()["kafka_expose_controller_reconcile_errors_total"] == 0
+
+
+# ------------------------------------------------------------------------------------- the lifetime
+
+
+def test_the_service_follows_the_slot_not_the_pod(
+    control_plane: ControlPlane,
+    api: kubernetes.client.ApiClient,
+    controller: Controller,
+    namespaces: list[str],
+) -> None:
+    ns = new_namespace(api, namespaces, "ctl-life")
+    create_objects(control_plane, [broker_statefulset(ns, replicas=3)])
+    first = uids(exactly(api, ns, 3))
+    core = kubernetes.client.CoreV1Api(api)
+
+    old_pod = pods(api, ns)["kafka-broker-1"]["metadata"]["uid"]
+    core.delete_namespaced_pod("kafka-broker-1", ns)
+    wait_for(
+        lambda: (p := pods(api, ns).get("kafka-broker-1")) and p["metadata"]["uid"] != old_pod,
+        what="the StatefulSet controller to recreate kafka-broker-1",
+    )
+    time.sleep(2)
+    assert uids(managed_services(api, ns)) == first, "a pod restart must keep its Service (and address)"
+
+    scale(api, ns, "kafka-broker", 1)
+    assert uids(exactly(api, ns, 1)) == {"kafka-broker-0-external": first["kafka-broker-0-external"]}
+    assert "ServiceDeleted" in event_reasons(api, ns)
+
+    scale(api, ns, "kafka-broker", 3)
+    back = uids(exactly(api, ns, 3))
+    assert back["kafka-broker-0-external"] == first["kafka-broker-0-external"]
+    assert sorted(back) == sorted(first)
+
+    kubernetes.client.AppsV1Api(api).delete_namespaced_stateful_set(
+        "kafka-broker", ns, propagation_policy="Background"
+    )
+    exactly(api, ns, 0)  # the garbage collector follows the ownerReferences
+    time.sleep(2)
+    assert managed_services(api, ns) == {}, "nothing is recreated for the pods going away"
+
+
+def test_hand_edits_are_repaired(
+    control_plane: ControlPlane,
+    api: kubernetes.client.ApiClient,
+    controller: Controller,
+    namespaces: list[str],
+) -> None:
+    ns = new_namespace(api, namespaces, "ctl-drift")
+    create_objects(control_plane, [broker_statefulset(ns, replicas=2)])
+    services = exactly(api, ns, 2)
+    core = kubernetes.client.CoreV1Api(api)
+    name = "kafka-broker-0-external"
+    core.patch_namespaced_service(
+        name,
+        ns,
+        [
+            {"op": "remove", "path": "/metadata/annotations/" + AWS_INTERNAL.replace("/", "~1")},
+            {"op": "add", "path": "/metadata/annotations/team", "value": "data"},
+        ],
+        field_manager="kubectl-edit",
+    )
+    assert AWS_INTERNAL not in core.read_namespaced_service(name, ns).metadata.annotations
+    repaired = wait_for(
+        lambda: (
+            (s := managed_services(api, ns)[name])["metadata"]["annotations"].get(AWS_INTERNAL) == "true"
+            and s
+        ),
+        what="the internal annotation to be restored",
+    )
+    assert repaired["metadata"]["uid"] == services[name]["metadata"]["uid"]
+    assert repaired["metadata"]["annotations"]["team"] == "data", "fields of others are left alone"
+    assert "ServiceUpdated" in event_reasons(api, ns)
+
+
+def test_a_foreign_service_with_the_same_name_is_left_intact(
+    control_plane: ControlPlane,
+    api: kubernetes.client.ApiClient,
+    controller: Controller,
+    namespaces: list[str],
+) -> None:
+    ns = new_namespace(api, namespaces, "ctl-foreign")
+    core = kubernetes.client.CoreV1Api(api)
+    foreign = core.create_namespaced_service(
+        ns,
+        {
+            "metadata": {"name": "kafka-broker-0-external", "labels": {"team": "mine"}},
+            "spec": {"type": "ClusterIP", "selector": {"app": "other"}, "ports": [{"port": 80}]},
+        },
+    )
+    create_objects(control_plane, [broker_statefulset(ns, replicas=2)])
+    exactly(api, ns, 1)
+    conflict = wait_for(
+        lambda: [e for e in events(api, ns) if e["reason"] == "ServiceNameConflict"],
+        what="a conflict Event",
+    )[0]
+    assert conflict["type"] == "Warning"
+    assert conflict["involvedObject"]["kind"] == "StatefulSet"
+    assert (
+        "kafka-broker-0-external" in conflict["message"]
+        and "not created by kafka-expose" in conflict["message"]
+    )
+    time.sleep(RESYNC_SECONDS + 1)  # a resync later, still untouched
+    after = core.read_namespaced_service("kafka-broker-0-external", ns)
+    assert after.metadata.uid == foreign.metadata.uid
+    assert after.metadata.resource_version == foreign.metadata.resource_version
+    assert set(managed_services(api, ns)) == {"kafka-broker-1-external"}
+    assert controller.metrics()["kafka_expose_controller_conflicts_total"] == 1
+
+
+def test_the_charts_own_per_broker_load_balancers_are_used(
+    control_plane: ControlPlane,
+    api: kubernetes.client.ApiClient,
+    controller: Controller,
+    namespaces: list[str],
+) -> None:
+    # incubator/kafka with external access: one LoadBalancer per broker named like ours (kafka-N-external)
+    ns = new_namespace(api, namespaces, "ctl-chartlb")
+    objects = render_objects("incubator-kafka-0.21.5-external-lb", ns)
+    create_objects(
+        control_plane, [o for o in objects if o["kind"] in ("Service", "StatefulSet", "ConfigMap")]
+    )
+    wait_for(lambda: {"kafka-0", "kafka-1", "kafka-2"} <= set(pods(api, ns)), timeout=60, what="3 brokers")
+    reasons = wait_for(
+        lambda: [e["message"] for e in events(api, ns) if e["reason"] == "ChartLoadBalancer"],
+        what="ChartLoadBalancer events",
+    )
+    assert any("uses the chart's own load balancer kafka-0-external" in m for m in reasons)
+    wait_for(lambda: len([e for e in events(api, ns) if e["reason"] == "ChartLoadBalancer"]) >= 3)
+    assert managed_services(api, ns) == {}
+    assert "ServiceNameConflict" not in event_reasons(api, ns)
+
+
+# --------------------------------------------------------------------------------------- leadership
+
+
+def test_one_leader_and_a_takeover_within_the_lease_duration(
+    control_plane: ControlPlane,
+    node_agent: NodeAgentStandIn,
+    api: kubernetes.client.ApiClient,
+    settings_path: Path,
+    lease_namespace: str,
+    tmp_path: Path,
+    namespaces: list[str],
+) -> None:
+    lease = "ha-test"
+    a = Controller(control_plane, settings_path, lease_namespace, tmp_path, identity="ctl-a", lease_name=lease,
+                   metrics_port=free_port())  # fmt: skip
+    b = Controller(control_plane, settings_path, lease_namespace, tmp_path, identity="ctl-b", lease_name=lease,
+                   metrics_port=free_port())  # fmt: skip
+    with running(a, b):
+        holder = wait_for(lambda: lease_holder(api, lease_namespace, lease), what="a leader")
+        leader, follower = (a, b) if holder == a.identity else (b, a)
+        wait_for(
+            lambda: follower.metrics().get("kafka_expose_controller_leader") == 0, what="follower metrics"
+        )
+        assert leader.metrics()["kafka_expose_controller_leader"] == 1
+        ns = new_namespace(api, namespaces, "ctl-ha")
+        create_objects(control_plane, [broker_statefulset(ns, replicas=3)])
+        exactly(api, ns, 3)
+        time.sleep(1)
+        assert lease_holder(api, lease_namespace, lease) == leader.identity, "the leader keeps its Lease"
+
+        leader.kill()
+        killed = time.monotonic()
+        wait_for(
+            lambda: lease_holder(api, lease_namespace, lease) == follower.identity,
+            timeout=LEASE_DURATION + 10,
+            interval=0.1,
+            what="the follower to take over",
+        )
+        took = time.monotonic() - killed
+        assert took <= LEASE_DURATION + 1.5, f"takeover took {took:.1f}s"
+        assert wait_for(lambda: follower.metrics().get("kafka_expose_controller_leader") == 1)
+
+        scale(api, ns, "kafka-broker", 5)
+        services = exactly(api, ns, 5)
+        assert selected_pods(services) == [f"kafka-broker-{i}" for i in range(5)]  # one per broker
+        time.sleep(RESYNC_SECONDS + 1)
+        assert uids(managed_services(api, ns)) == uids(services)
+        print(a.log(100), b.log(100))
+
+
+def test_a_leader_shutting_down_hands_over_at_once(
+    control_plane: ControlPlane,
+    node_agent: NodeAgentStandIn,
+    api: kubernetes.client.ApiClient,
+    settings_path: Path,
+    lease_namespace: str,
+    tmp_path: Path,
+) -> None:
+    lease = "handover-test"
+    a = Controller(
+        control_plane, settings_path, lease_namespace, tmp_path, identity="ctl-c", lease_name=lease
+    )
+    b = Controller(
+        control_plane, settings_path, lease_namespace, tmp_path, identity="ctl-d", lease_name=lease
+    )
+    with running(a, b):
+        holder = wait_for(lambda: lease_holder(api, lease_namespace, lease), what="a leader")
+        leader, follower = (a, b) if holder == a.identity else (b, a)
+        stopped = time.monotonic()
+        assert leader.terminate() == 0
+        wait_for(
+            lambda: lease_holder(api, lease_namespace, lease) == follower.identity, timeout=LEASE_DURATION
+        )
+        assert time.monotonic() - stopped < LEASE_DURATION, "a released Lease is taken without waiting it out"
+        assert "released the lease" in leader.log()
+
+
+# ------------------------------------------------------------------------------------------- scale
+
+
+def test_twenty_brokers_across_four_namespaces(
+    control_plane: ControlPlane,
+    api: kubernetes.client.ApiClient,
+    controller: Controller,
+    namespaces: list[str],
+) -> None:
+    spaces = [new_namespace(api, namespaces, f"ctl-many{i}") for i in range(4)]
+    create_objects(control_plane, [broker_statefulset(ns, replicas=5) for ns in spaces])
+    for ns in spaces:
+        services = exactly(api, ns, 5, timeout=60)
+        assert selected_pods(services) == [f"kafka-broker-{i}" for i in range(5)]
+    time.sleep(RESYNC_SECONDS + 1)
+    assert sum(len(managed_services(api, ns)) for ns in spaces) == 20
+    assert all(event_reasons(api, ns).count("ServiceCreated") == 5 for ns in spaces)
+
+
+# ------------------------------------------------------------------------------- no side effects
+
+
+def test_a_dry_run_pod_creates_no_service(
+    control_plane: ControlPlane,
+    api: kubernetes.client.ApiClient,
+    controller: Controller,
+    namespaces: list[str],
+) -> None:
+    ns = new_namespace(api, namespaces, "ctl-dry")
+    settings = load_settings_text(SETTINGS_TEXT)
+    sts = broker_statefulset(ns, replicas=3)
+    # The StatefulSet controller is paused, so the slots exist but no pod does.
+    control_plane.stop_component("kube-controller-manager")
+    try:
+        create_objects(control_plane, [sts])
+        stored = kubernetes.client.AppsV1Api(api).read_namespaced_stateful_set("kafka-broker", ns)
+        sts["metadata"]["uid"] = stored.metadata.uid
+        broker_pods = []
+        for ordinal in range(3):
+            pod = pod_from_statefulset(sts, ordinal, ns)
+            pod["metadata"]["ownerReferences"][0]["uid"] = stored.metadata.uid
+            broker_pods.append(mutate(pod, settings, ns).result)  # as the webhook answers
+        create_objects(control_plane, broker_pods, dry_run=True)
+        time.sleep(RESYNC_SECONDS + 1)
+        assert pods(api, ns) == {}
+        assert managed_services(api, ns) == {}
+        # the same pod, really created, does get its Service: the controller was watching
+        create_objects(control_plane, broker_pods[:1])
+        assert set(exactly(api, ns, 1)) == {"kafka-broker-0-external"}
+    finally:
+        control_plane.start_component("kube-controller-manager")
+
+
+# -------------------------------------------------------------------------------------- opting out
+
+
+def test_a_namespace_opting_out_loses_its_services(
+    control_plane: ControlPlane,
+    api: kubernetes.client.ApiClient,
+    controller: Controller,
+    namespaces: list[str],
+) -> None:
+    ns = new_namespace(api, namespaces, "ctl-optout")
+    create_objects(control_plane, [broker_statefulset(ns, replicas=2)])
+    exactly(api, ns, 2)
+    kubernetes.client.CoreV1Api(api).patch_namespace(ns, {"metadata": {"labels": {OPT_IN_LABEL: None}}})
+    exactly(api, ns, 0)
+    assert len(pods(api, ns)) == 2, "the brokers themselves stay"
+    time.sleep(RESYNC_SECONDS + 1)
+    assert managed_services(api, ns) == {}, "nothing comes back while opted out"
+    kubernetes.client.CoreV1Api(api).patch_namespace(ns, {"metadata": {"labels": {OPT_IN_LABEL: "enabled"}}})
+    exactly(api, ns, 2)
+
+
+# ------------------------------------------------------------------------------------------ address
+
+
+def test_the_load_balancer_address_is_recorded_on_the_broker_pod(
+    control_plane: ControlPlane,
+    api: kubernetes.client.ApiClient,
+    controller: Controller,
+    namespaces: list[str],
+) -> None:
+    ns = new_namespace(api, namespaces, "ctl-address")
+    create_objects(control_plane, [broker_statefulset(ns, replicas=2)])
+    exactly(api, ns, 2)
+    core = kubernetes.client.CoreV1Api(api)
+    # a stand-in for the cloud's load balancer controller
+    core.patch_namespaced_service_status(
+        "kafka-broker-0-external", ns, {"status": {"loadBalancer": {"ingress": [{"ip": "10.20.30.40"}]}}}
+    )
+    core.patch_namespaced_service_status(
+        "kafka-broker-1-external",
+        ns,
+        {"status": {"loadBalancer": {"ingress": [{"hostname": "lb-1.example.com"}]}}},
+    )
+    wait_for(
+        lambda: (
+            {n: p["metadata"].get("annotations", {}).get(LB_ANNOTATION) for n, p in pods(api, ns).items()}
+            == {"kafka-broker-0": "10.20.30.40", "kafka-broker-1": "lb-1.example.com"}
+        ),
+        what="the addresses on the pods",
+    )
+    assert "LoadBalancerAddress" in event_reasons(api, ns)
+    # a pod recreated gets the address again
+    core.delete_namespaced_pod("kafka-broker-0", ns)
+    wait_for(
+        lambda: (
+            pods(api, ns)
+            .get("kafka-broker-0", {})
+            .get("metadata", {})
+            .get("annotations", {})
+            .get(LB_ANNOTATION)
+            == "10.20.30.40"
+        ),
+        what="the address on the recreated pod",
+    )
+
+
+# ---------------------------------------------------------------------------------------- resilience
+
+
+def test_the_controller_survives_an_api_server_restart(
+    control_plane: ControlPlane,
+    api: kubernetes.client.ApiClient,
+    controller: Controller,
+    namespaces: list[str],
+) -> None:
+    ns = new_namespace(api, namespaces, "ctl-restart")
+    create_objects(control_plane, [broker_statefulset(ns, replicas=1)])
+    exactly(api, ns, 1)
+    control_plane.restart_apiserver()
+    api = control_plane.api_client()
+    create_objects(control_plane, [broker_statefulset(ns, replicas=2, name="second")])
+    services = exactly(api, ns, 3, timeout=45)
+    assert selected_pods(services) == ["kafka-broker-0", "second-0", "second-1"]
+    assert controller.alive()

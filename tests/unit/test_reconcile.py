@@ -1,0 +1,792 @@
+"""The controller's pure planning (webhook.core.reconcile): every lifecycle rule without a cluster."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from podfactory import load_render, pod_from_statefulset, services, statefulsets
+
+from webhook.clouds import IMMUTABLE_ANNOTATIONS
+from webhook.core import mutate
+from webhook.core.reconcile import (
+    CREATED_WITH_ANNOTATION,
+    FIELD_MANAGER,
+    LOAD_BALANCER_ANNOTATION,
+    NamespacePlan,
+    NamespaceState,
+    desired_service,
+    drift,
+    is_opted_in,
+    load_balancer_address,
+    owned_fields,
+    plan_from_pod,
+    plan_namespace,
+    recorded_immutable_settings,
+)
+from webhook.core.services import EXTERNAL_DNS, OWNED_LABEL, POD_NAME_LABEL, broker_service, is_managed
+from webhook.settings import Settings, parse_settings
+
+pytestmark = pytest.mark.unit
+
+NS = "kafka"
+AWS_INTERNAL = "service.beta.kubernetes.io/aws-load-balancer-internal"
+SETTINGS = parse_settings(
+    {
+        "domain": "kafka.example.com",
+        "loadBalancer": {"cloud": "aws", "sourceRanges": ["10.0.0.0/8"]},
+    },
+    version="v1",
+)
+
+
+def with_settings(**controller: Any) -> Settings:
+    document: dict[str, Any] = {
+        "domain": "kafka.example.com",
+        "loadBalancer": {"cloud": "aws", "sourceRanges": ["10.0.0.0/8"]},
+        "controller": controller,
+    }
+    return parse_settings(document, version="v1")
+
+
+@functools.cache
+def _render(name: str) -> list[dict[str, Any]]:
+    return load_render(name)
+
+
+def render(name: str) -> list[dict[str, Any]]:
+    return copy.deepcopy(_render(name))
+
+
+def broker_statefulset(replicas: int = 3) -> dict[str, Any]:
+    """The bitnami broker StatefulSet as stored: namespace, uid (the one podfactory's pods point at)."""
+    sts = next(
+        s
+        for s in statefulsets(render("bitnami-kafka-32.4.4-brokers3"))
+        if s["metadata"]["name"] == "kafka-broker"
+    )
+    sts = copy.deepcopy(sts)
+    sts["spec"]["replicas"] = replicas
+    sts["metadata"]["namespace"] = NS
+    sts["metadata"]["uid"] = pod_from_statefulset(sts, 0, NS)["metadata"]["ownerReferences"][0]["uid"]
+    return sts
+
+
+def exposed_pod(sts: dict[str, Any], ordinal: int, settings: Settings = SETTINGS) -> dict[str, Any]:
+    """A broker pod as the webhook left it (label and per-pod annotations), uid set."""
+    pod = mutate(pod_from_statefulset(sts, ordinal, NS), settings, NS).result
+    pod["metadata"]["uid"] = f"pod-uid-{ordinal}"
+    return pod
+
+
+def template_pod(sts: dict[str, Any], ordinal: int, settings: Settings = SETTINGS) -> dict[str, Any]:
+    """A pod created from a template that `render` exposed: the label, no per-pod annotations."""
+    rendered = mutate(sts, settings, NS).result
+    pod = pod_from_statefulset(rendered, ordinal, NS)
+    pod["metadata"]["uid"] = f"pod-uid-{ordinal}"
+    pod.pop("kind")  # items of a list carry no kind
+    return pod
+
+
+def _fields_v1(service: dict[str, Any]) -> dict[str, Any]:
+    """managedFields' fieldsV1 of an apply of `service` (the parts the planner reads)."""
+    meta, spec = service["metadata"], service["spec"]
+    fields: dict[str, Any] = {
+        "f:metadata": {
+            "f:labels": {f"f:{k}": {} for k in meta.get("labels", {})},
+            "f:annotations": {f"f:{k}": {} for k in meta.get("annotations", {})},
+            "f:ownerReferences": {
+                "k:" + json.dumps({"uid": r["uid"]}, separators=(",", ":")): {}
+                for r in meta.get("ownerReferences", [])
+            },
+        },
+        "f:spec": {f"f:{k}": {} for k in spec if k != "ports"},
+    }
+    fields["f:spec"]["f:ports"] = {
+        "k:" + json.dumps({"port": p["port"], "protocol": p["protocol"]}, separators=(",", ":")): {}
+        for p in spec.get("ports", [])
+    }
+    return fields
+
+
+def stored(service: dict[str, Any], uid: str = "svc-uid", address: str | None = None) -> dict[str, Any]:
+    """`service` as the API server keeps it after our apply: uid, resourceVersion, managedFields,
+    defaulted fields, a node port; optionally the address a cloud assigned."""
+    result = copy.deepcopy(service)
+    result["metadata"].update(
+        {
+            "uid": uid,
+            "resourceVersion": "42",
+            "managedFields": [
+                {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": _fields_v1(service)},
+            ],
+        }
+    )
+    spec = result["spec"]
+    spec.pop("publishNotReadyAddresses", None)  # false is omitted
+    spec.update({"clusterIP": "10.0.0.9", "sessionAffinity": "None", "allocateLoadBalancerNodePorts": True})
+    for port in spec["ports"]:
+        port["nodePort"] = 31000
+    result["status"] = {"loadBalancer": {"ingress": [{"ip": address}]} if address else {}}
+    return result
+
+
+def state(
+    pods: list[dict[str, Any]],
+    sts: list[dict[str, Any]],
+    services: list[dict[str, Any]],
+    opted_in: bool = True,
+    pending: dict[str, float] | None = None,
+    now: float = 1000.0,
+) -> NamespaceState:
+    return NamespaceState(NS, opted_in, pods, sts, services, pending or {}, now)
+
+
+def kinds(plan: NamespacePlan) -> list[tuple[str, str]]:
+    return [(a.kind, a.service) for a in plan.actions]
+
+
+def steady(
+    sts: dict[str, Any], settings: Settings = SETTINGS
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Pods and the Services the controller made for them (an already converged namespace)."""
+    pods = [exposed_pod(sts, i, settings) for i in range(sts["spec"]["replicas"])]
+    created = plan_namespace(state(pods, [sts], []), settings).of("create")
+    services = [stored(a.desired or {}, uid=f"svc-{i}") for i, a in enumerate(created)]
+    return pods, services
+
+
+# ------------------------------------------------------------------------------------- plan_from_pod
+
+
+def test_plan_from_pod_reads_what_the_webhook_recorded() -> None:
+    pod = exposed_pod(broker_statefulset(), 1)
+    plan = plan_from_pod(pod)
+    assert plan is not None
+    assert (plan.pod, plan.statefulset, plan.ordinal, plan.namespace) == (
+        "kafka-broker-1",
+        "kafka-broker",
+        1,
+        NS,
+    )
+    assert plan.host == "kafka-broker-1.kafka.kafka.example.com"
+    assert plan.service_name == "kafka-broker-1-external"
+    assert plan.advertised == pod["metadata"]["annotations"]["kafka-expose.io/advertised"]
+    assert plan.container_port == int(pod["metadata"]["annotations"]["kafka-expose.io/container-port"])
+    assert plan.container_port_name == "external"
+
+
+def test_plan_from_pod_matches_the_core_plan() -> None:
+    pod = exposed_pod(broker_statefulset(), 2)
+    recorded = plan_from_pod(pod)
+    recomputed = mutate(pod, SETTINGS, NS).plans[0]
+    assert recorded is not None
+    for name in ("pod", "namespace", "statefulset", "ordinal", "listener_name", "host", "advertised_port"):
+        assert getattr(recorded, name) == getattr(recomputed, name), name
+    for name in ("container_port", "container_port_name", "service_name", "flavor"):
+        assert getattr(recorded, name) == getattr(recomputed, name), name
+
+
+def test_plan_from_pod_keeps_what_the_broker_advertises_after_a_settings_change() -> None:
+    pod = exposed_pod(broker_statefulset(), 0)
+    changed = parse_settings({"domain": "other.example.com"})
+    plan = plan_from_pod(pod, changed)
+    assert plan is not None and plan.host == "kafka-broker-0.kafka.kafka.example.com"
+
+
+def test_plan_from_pod_recomputes_for_pods_of_a_rendered_template() -> None:
+    pod = template_pod(broker_statefulset(), 2)
+    assert "kafka-expose.io/advertised" not in pod["metadata"].get("annotations", {})
+    assert plan_from_pod(pod) is None  # nothing recorded and no settings to recompute with
+    plan = plan_from_pod(pod, SETTINGS)
+    assert plan is not None
+    assert (plan.host, plan.service_name) == (
+        "kafka-broker-2.kafka.kafka.example.com",
+        "kafka-broker-2-external",
+    )
+
+
+def test_plan_from_pod_ignores_pods_not_exposed() -> None:
+    sts = broker_statefulset()
+    assert plan_from_pod(pod_from_statefulset(sts, 0, NS), SETTINGS) is None
+    pod = exposed_pod(sts, 0)
+    pod["metadata"]["labels"]["kafka-expose.io/exposed"] = "false"
+    assert plan_from_pod(pod, SETTINGS) is None
+
+
+def test_plan_from_pod_falls_back_when_the_annotations_are_damaged() -> None:
+    pod = exposed_pod(broker_statefulset(), 0)
+    pod["metadata"]["annotations"]["kafka-expose.io/advertised"] = "garbage"
+    assert plan_from_pod(pod) is None
+    plan = plan_from_pod(pod, SETTINGS)
+    assert plan is not None and plan.host == "kafka-broker-0.kafka.kafka.example.com"
+
+
+# ------------------------------------------------------------------------------------------ creating
+
+
+def test_every_exposed_broker_slot_gets_its_service() -> None:
+    sts = broker_statefulset()
+    pods = [exposed_pod(sts, i) for i in range(3)]
+    plan = plan_namespace(state(pods, [sts], []), SETTINGS)
+    assert kinds(plan) == [("create", f"kafka-broker-{i}-external") for i in range(3)]
+    for i, action in enumerate(plan.actions):
+        service = action.desired
+        assert service is not None
+        assert service["spec"]["type"] == "LoadBalancer"
+        assert service["spec"]["selector"] == {POD_NAME_LABEL: f"kafka-broker-{i}"}
+        annotations = service["metadata"]["annotations"]
+        assert annotations[AWS_INTERNAL] == "true"
+        assert annotations[EXTERNAL_DNS] == f"kafka-broker-{i}.kafka.kafka.example.com"
+        assert json.loads(annotations[CREATED_WITH_ANNOTATION]) == {"annotations": {AWS_INTERNAL: "true"}}
+        assert service["metadata"]["ownerReferences"][0]["uid"] == sts["metadata"]["uid"]
+        assert is_managed(service)
+        assert action.statefulset == "kafka-broker"
+    assert plan.pending_deletions == {}
+
+
+def test_pods_of_a_rendered_template_get_the_same_services() -> None:
+    sts = broker_statefulset()
+    direct = plan_namespace(state([exposed_pod(sts, i) for i in range(3)], [sts], []), SETTINGS)
+    rendered = plan_namespace(state([template_pod(sts, i) for i in range(3)], [sts], []), SETTINGS)
+    assert [a.desired for a in direct.actions] == [a.desired for a in rendered.actions]
+
+
+def test_a_converged_namespace_needs_nothing() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    assert plan_namespace(state(pods, [sts], services), SETTINGS).actions == ()
+
+
+def test_nothing_is_created_for_pods_beyond_replicas_or_of_another_statefulset() -> None:
+    sts = broker_statefulset(replicas=2)
+    pods = [exposed_pod(broker_statefulset(), i) for i in range(3)]
+    assert kinds(plan_namespace(state(pods, [sts], []), SETTINGS)) == [
+        ("create", "kafka-broker-0-external"),
+        ("create", "kafka-broker-1-external"),
+    ]
+    replaced = copy.deepcopy(sts)
+    replaced["metadata"]["uid"] = "a-new-statefulset"
+    assert plan_namespace(state(pods, [replaced], []), SETTINGS).actions == ()
+    assert plan_namespace(state(pods, [], []), SETTINGS).actions == ()
+
+
+def test_nothing_is_created_in_a_namespace_that_did_not_opt_in() -> None:
+    sts = broker_statefulset()
+    pods = [exposed_pod(sts, i) for i in range(3)]
+    assert plan_namespace(state(pods, [sts], [], opted_in=False), SETTINGS).actions == ()
+
+
+def test_opt_in_is_the_webhook_label() -> None:
+    assert is_opted_in({"metadata": {"labels": {"kafka-expose.io/inject": "enabled"}}})
+    assert not is_opted_in({"metadata": {"labels": {"kafka-expose.io/inject": "disabled"}}})
+    assert not is_opted_in({"metadata": {}})
+    assert not is_opted_in(None)
+
+
+# ------------------------------------------------------------------------------------- the lifetime
+
+
+def test_a_missing_pod_keeps_its_service() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    plan = plan_namespace(state(pods[:1], [sts], services), SETTINGS)
+    assert plan.actions == ()
+
+
+def test_scaling_down_removes_the_services_of_removed_ordinals() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    scaled = broker_statefulset(replicas=1)
+    plan = plan_namespace(state(pods, [scaled], services), SETTINGS)
+    assert kinds(plan) == [("delete", "kafka-broker-1-external"), ("delete", "kafka-broker-2-external")]
+    assert plan.actions[0].uid == "svc-1"
+    assert "scaled down to 1" in plan.actions[0].reason
+
+
+def test_scale_down_grace_period() -> None:
+    settings = with_settings(scaleDownGraceSeconds=60)
+    sts = broker_statefulset()
+    pods, services = steady(sts, settings)
+    scaled = broker_statefulset(replicas=2)
+    first = plan_namespace(state(pods[:2], [scaled], services, now=1000.0), settings)
+    assert kinds(first) == [("wait", "kafka-broker-2-external")]
+    assert first.requeue_after == 60.0
+    assert first.pending_deletions == {"kafka-broker-2-external": 1000.0}
+    later = plan_namespace(
+        state(pods[:2], [scaled], services, pending=first.pending_deletions, now=1030.0), settings
+    )
+    assert kinds(later) == [("wait", "kafka-broker-2-external")] and later.requeue_after == 30.0
+    due = plan_namespace(
+        state(pods[:2], [scaled], services, pending=later.pending_deletions, now=1060.0), settings
+    )
+    assert kinds(due) == [("delete", "kafka-broker-2-external")]
+    # scaled back up within the grace period: nothing is deleted and the clock resets
+    back = plan_namespace(state(pods, [sts], services, pending=first.pending_deletions, now=1030.0), settings)
+    assert back.actions == () and back.pending_deletions == {}
+
+
+def test_a_deleted_statefulset_leaves_its_services_to_the_garbage_collector() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    assert plan_namespace(state(pods, [], services), SETTINGS).actions == ()
+
+
+def test_orphaned_services_go() -> None:
+    sts = broker_statefulset()
+    _, services = steady(sts)
+    for service in services:
+        del service["metadata"]["ownerReferences"]  # deleted with --cascade=orphan
+    plan = plan_namespace(state([], [], services), SETTINGS)
+    assert [k for k, _ in kinds(plan)] == ["delete"] * 3
+
+
+def test_opting_out_removes_the_services_unless_kept() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    plan = plan_namespace(state(pods, [sts], services, opted_in=False), SETTINGS)
+    assert [k for k, _ in kinds(plan)] == ["delete"] * 3
+    assert "opted out" in plan.actions[0].reason
+    keep = with_settings(keepOnOptOut=True)
+    assert plan_namespace(state(pods, [sts], services, opted_in=False), keep).actions == ()
+
+
+def test_services_being_deleted_are_left_to_finish() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    for service in services:
+        service["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:00Z"  # a cloud finalizer holds it
+    assert plan_namespace(state(pods, [sts], services), SETTINGS).actions == ()  # not created again yet
+    assert plan_namespace(state(pods, [broker_statefulset(1)], services), SETTINGS).actions == ()
+    assert plan_namespace(state(pods, [sts], services, opted_in=False), SETTINGS).actions == ()
+
+
+# ------------------------------------------------------------------------------ never touch others'
+
+
+def foreign(name: str, selector: dict[str, str] | None = None, kind: str = "ClusterIP") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": NS, "uid": f"foreign-{name}", "resourceVersion": "7"},
+        "spec": {"type": kind, "selector": selector or {"app": "other"}, "ports": [{"port": 80}]},
+    }
+
+
+def test_a_foreign_service_with_the_planned_name_is_a_conflict_and_left_alone() -> None:
+    sts = broker_statefulset()
+    pods = [exposed_pod(sts, i) for i in range(3)]
+    plan = plan_namespace(state(pods, [sts], [foreign("kafka-broker-1-external")]), SETTINGS)
+    assert kinds(plan) == [
+        ("create", "kafka-broker-0-external"),
+        ("conflict", "kafka-broker-1-external"),
+        ("create", "kafka-broker-2-external"),
+    ]
+    conflict = plan.of("conflict")[0]
+    assert conflict.uid == "foreign-kafka-broker-1-external" and conflict.desired is None
+    assert "not created by kafka-expose" in conflict.reason
+
+
+def test_foreign_services_are_never_deleted() -> None:
+    services = [
+        foreign("kafka-broker-2-external"),
+        foreign("x", {POD_NAME_LABEL: "kafka-broker-2"}, "LoadBalancer"),
+    ]
+    for sts in ([broker_statefulset(1)], []):
+        assert plan_namespace(state([], sts, services), SETTINGS).actions == ()
+    assert plan_namespace(state([], [], services, opted_in=False), SETTINGS).actions == ()
+
+
+def test_a_managed_service_of_another_broker_is_a_conflict() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    services[1]["metadata"]["labels"]["kafka-expose.io/pod"] = "kafka-broker-7"
+    assert kinds(plan_namespace(state(pods, [sts], services), SETTINGS)) == [
+        ("conflict", "kafka-broker-1-external")
+    ]
+
+
+def test_a_service_name_template_without_the_pod_is_a_conflict() -> None:
+    settings = parse_settings({"loadBalancer": {"serviceNameTemplate": "{statefulset}-lb"}})
+    sts = broker_statefulset()
+    pods = [template_pod(sts, i, settings) for i in range(2)]
+    assert kinds(plan_namespace(state(pods, [sts], []), settings)) == [
+        ("create", "kafka-broker-lb"),
+        ("conflict", "kafka-broker-lb"),
+    ]
+
+
+def test_the_charts_own_broker_load_balancer_is_used() -> None:
+    sts = broker_statefulset()
+    pods = [exposed_pod(sts, i) for i in range(3)]
+    chart = foreign("kafka-broker-0-external-chart", {POD_NAME_LABEL: "kafka-broker-0"}, "LoadBalancer")
+    chart["status"] = {"loadBalancer": {"ingress": [{"hostname": "lb-0.elb.example.com"}]}}
+    plan = plan_namespace(state(pods, [sts], [chart]), SETTINGS)
+    assert kinds(plan)[:3] == [
+        ("chart-lb", "kafka-broker-0-external-chart"),
+        ("create", "kafka-broker-1-external"),
+        ("create", "kafka-broker-2-external"),
+    ]
+    assert "uses the chart's own load balancer" in plan.actions[0].reason
+    report = plan.of("report-address")
+    assert [(a.pod, a.address) for a in report] == [("kafka-broker-0", "lb-0.elb.example.com")]
+    # a chart ClusterIP Service selecting the pod is not a load balancer
+    cluster_ip = foreign("kafka-broker-0-internal", {POD_NAME_LABEL: "kafka-broker-0"})
+    assert not plan_namespace(state(pods, [sts], [cluster_ip]), SETTINGS).of("chart-lb")
+
+
+# ---------------------------------------------------------------------------------------------- drift
+
+
+def test_hand_edits_of_our_fields_are_repaired() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    edits = {
+        0: lambda s: s["metadata"]["annotations"].pop(AWS_INTERNAL),
+        1: lambda s: s["spec"].update(selector={POD_NAME_LABEL: "kafka-broker-0"}),
+        2: lambda s: s["spec"]["ports"][0].update(targetPort=1234),
+    }
+    for index, edit in edits.items():
+        edit(services[index])
+    plan = plan_namespace(state(pods, [sts], services), SETTINGS)
+    assert kinds(plan) == [("update", f"kafka-broker-{i}-external") for i in range(3)]
+    assert f"annotation {AWS_INTERNAL}" in plan.actions[0].reason
+    assert "spec.selector" in plan.actions[1].reason
+    assert "port 9094/TCP" in plan.actions[2].reason
+    assert plan.actions[0].resource_version == "42" and plan.actions[0].uid == "svc-0"
+    assert plan.actions[0].desired is not None
+    assert plan.actions[0].desired["metadata"]["annotations"][AWS_INTERNAL] == "true"
+
+
+def test_fields_others_add_are_not_drift() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    services[0]["metadata"]["annotations"]["cloud.example.com/lb-id"] = "abc"
+    services[0]["metadata"]["labels"]["team"] = "data"
+    services[0]["metadata"]["finalizers"] = ["service.kubernetes.io/load-balancer-cleanup"]
+    services[0]["spec"]["healthCheckNodePort"] = 30000
+    services[0]["spec"]["ports"].append(
+        {"name": "metrics", "port": 9404, "protocol": "TCP", "targetPort": 9404}
+    )
+    services[0]["metadata"]["managedFields"].append(
+        {"manager": "cloud", "operation": "Update", "fieldsV1": {"f:metadata": {"f:annotations": {}}}}
+    )
+    assert plan_namespace(state(pods, [sts], services), SETTINGS).actions == ()
+
+
+def test_fields_we_no_longer_plan_are_pruned() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    no_ranges = parse_settings(
+        {"domain": "kafka.example.com", "loadBalancer": {"cloud": "aws"}}, version="v1"
+    )
+    plan = plan_namespace(state(pods, [sts], services), no_ranges)
+    assert [k for k, _ in kinds(plan)] == ["update"] * 3
+    assert "spec loadBalancerSourceRanges no longer planned" in plan.actions[0].reason
+    assert "loadBalancerSourceRanges" not in (plan.actions[0].desired or {})["spec"]
+
+
+def test_owned_fields_read_managed_fields() -> None:
+    sts = broker_statefulset()
+    _, services = steady(sts)
+    owned = owned_fields(services[0])
+    assert ("annotations", AWS_INTERNAL) in owned
+    assert ("labels", OWNED_LABEL) in owned
+    assert ("ownerReferences", sts["metadata"]["uid"]) in owned
+    assert ("ports", "9094/TCP") in owned
+    assert ("spec", "selector") in owned
+    assert owned_fields(services[0], manager="someone-else") == set()
+
+
+def test_ownership_left_by_the_create_is_converted() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    services[0]["metadata"]["managedFields"][0]["operation"] = "Update"
+    plan = plan_namespace(state(pods, [sts], services), SETTINGS)
+    assert kinds(plan) == [("update", "kafka-broker-0-external")]
+    assert plan.actions[0].convert_ownership
+
+
+def test_a_new_statefulset_uid_moves_the_owner_reference() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    recreated = copy.deepcopy(sts)
+    recreated["metadata"]["uid"] = "recreated"
+    for pod in pods:
+        pod["metadata"]["ownerReferences"][0]["uid"] = "recreated"  # adopted by the new StatefulSet
+    plan = plan_namespace(state(pods, [recreated], services), SETTINGS)
+    assert [k for k, _ in kinds(plan)] == ["update"] * 3
+    assert (plan.actions[0].desired or {})["metadata"]["ownerReferences"][0]["uid"] == "recreated"
+    assert "no longer planned" in plan.actions[0].reason  # the old reference is pruned
+
+
+def test_drift_is_empty_for_the_same_service() -> None:
+    sts = broker_statefulset()
+    plan = plan_from_pod(exposed_pod(sts, 0))
+    assert plan is not None
+    service = desired_service(plan, SETTINGS, sts)
+    assert drift(service, stored(service)) == []
+
+
+# ------------------------------------------------------------------------------- immutable settings
+
+
+def test_an_immutable_change_is_kept_by_default() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    gke = parse_settings(
+        {"domain": "kafka.example.com", "loadBalancer": {"cloud": "gke", "sourceRanges": ["10.1.0.0/16"]}},
+        version="v1",
+    )
+    plan = plan_namespace(state(pods, [sts], services), gke)
+    assert [k for k, _ in kinds(plan)] == ["immutable-kept", "update"] * 3
+    kept = plan.actions[0]
+    assert "replaceOnImmutableChange" in kept.reason and AWS_INTERNAL in kept.reason
+    update = plan.actions[1].desired or {}
+    annotations = update["metadata"]["annotations"]
+    assert annotations[AWS_INTERNAL] == "true"  # what the load balancer was created with
+    assert "networking.gke.io/load-balancer-type" not in annotations
+    assert recorded_immutable_settings(update) == {"annotations": {AWS_INTERNAL: "true"}}
+    assert update["spec"]["loadBalancerSourceRanges"] == ["10.1.0.0/16"]  # mutable settings still apply
+    # only the immutable part changed: reported, nothing to update
+    only_cloud = parse_settings(
+        {"domain": "kafka.example.com", "loadBalancer": {"cloud": "gke", "sourceRanges": ["10.0.0.0/8"]}},
+        version="v1",
+    )
+    assert [k for k, _ in kinds(plan_namespace(state(pods, [sts], services), only_cloud))] == [
+        "immutable-kept"
+    ] * 3
+
+
+def test_an_immutable_change_replaces_when_the_settings_say_so() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    gke = parse_settings(
+        {"loadBalancer": {"cloud": "gke"}, "controller": {"replaceOnImmutableChange": True}}, version="v1"
+    )
+    plan = plan_namespace(state(pods, [sts], services), gke)
+    assert [k for k, _ in kinds(plan)] == ["replace"] * 3
+    replace = plan.actions[0]
+    assert replace.uid == "svc-0"
+    assert (replace.desired or {})["metadata"]["annotations"][
+        "networking.gke.io/load-balancer-type"
+    ] == "Internal"
+    assert "address changes" in replace.reason
+
+
+def test_a_load_balancer_class_change_is_immutable() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    classy = parse_settings(
+        {
+            "loadBalancer": {
+                "cloud": "aws",
+                "sourceRanges": ["10.0.0.0/8"],
+                "loadBalancerClass": "example.com/lb",
+            }
+        },
+        version="v1",
+    )
+    assert "immutable-kept" in [k for k, _ in kinds(plan_namespace(state(pods, [sts], services), classy))]
+
+
+def test_an_immutable_annotation_removed_by_hand_is_restored_not_replaced() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    del services[0]["metadata"]["annotations"][AWS_INTERNAL]
+    replace = with_settings(replaceOnImmutableChange=True)
+    plan = plan_namespace(state(pods, [sts], services), replace)
+    assert kinds(plan) == [("update", "kafka-broker-0-external")]
+
+
+def test_a_service_without_a_record_is_judged_as_it_is() -> None:
+    sts = broker_statefulset()
+    _, services = steady(sts)
+    del services[0]["metadata"]["annotations"][CREATED_WITH_ANNOTATION]
+    assert recorded_immutable_settings(services[0]) == {"annotations": {AWS_INTERNAL: "true"}}
+    assert AWS_INTERNAL in IMMUTABLE_ANNOTATIONS
+
+
+# ------------------------------------------------------------------------------------------ addresses
+
+
+def test_the_load_balancer_address_is_reported_on_the_pod() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    services[0]["status"] = {"loadBalancer": {"ingress": [{"ip": "10.1.2.3"}]}}
+    services[1]["status"] = {"loadBalancer": {"ingress": [{"hostname": "lb-1.example.com"}]}}
+    plan = plan_namespace(state(pods, [sts], services), SETTINGS)
+    reports = [(a.pod, a.pod_uid, a.address) for a in plan.of("report-address")]
+    assert reports == [
+        ("kafka-broker-0", "pod-uid-0", "10.1.2.3"),
+        ("kafka-broker-1", "pod-uid-1", "lb-1.example.com"),
+    ]
+    pods[0]["metadata"]["annotations"][LOAD_BALANCER_ANNOTATION] = "10.1.2.3"
+    pods[1]["metadata"]["annotations"][LOAD_BALANCER_ANNOTATION] = "lb-1.example.com"
+    assert plan_namespace(state(pods, [sts], services), SETTINGS).actions == ()
+
+
+def test_a_stale_address_is_removed() -> None:
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    pods[2]["metadata"]["annotations"][LOAD_BALANCER_ANNOTATION] = "10.9.9.9"
+    plan = plan_namespace(state(pods, [sts], services), SETTINGS)
+    assert [(a.kind, a.pod, a.address) for a in plan.actions] == [("report-address", "kafka-broker-2", None)]
+
+
+def test_load_balancer_address() -> None:
+    assert load_balancer_address({"status": {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}}) == "1.2.3.4"
+    assert load_balancer_address({"status": {"loadBalancer": {"ingress": [{"hostname": "a.b"}]}}}) == "a.b"
+    assert load_balancer_address({"status": {"loadBalancer": {}}}) is None
+    assert load_balancer_address({}) is None
+
+
+def test_desired_service_is_the_core_plan_plus_the_record() -> None:
+    sts = broker_statefulset()
+    plan = plan_from_pod(exposed_pod(sts, 0))
+    assert plan is not None
+    core = broker_service(plan, SETTINGS, owner=sts)
+    ours = desired_service(plan, SETTINGS, sts)
+    assert ours["metadata"]["annotations"].pop(CREATED_WITH_ANNOTATION)
+    assert ours == core
+
+
+@pytest.mark.parametrize("name", ["incubator-kafka-0.21.5-external-lb", "incubator-kafka-0.9.0-external-lb"])
+def test_the_charts_own_load_balancers_under_our_names_are_not_conflicts(name: str) -> None:
+    docs = render(name)
+    sts = next(s for s in statefulsets(docs) if mutate(s, SETTINGS, NS).plans)
+    sts["metadata"]["namespace"] = NS
+    sts["metadata"]["uid"] = pod_from_statefulset(sts, 0, NS)["metadata"]["ownerReferences"][0]["uid"]
+    chart = [s for s in services(docs) if s["spec"].get("type") == "LoadBalancer"]
+    pods = [exposed_pod(sts, i) for i in range(3)]
+    plan = plan_namespace(state(pods, [sts], chart), SETTINGS)
+    assert kinds(plan) == [("chart-lb", f"kafka-{i}-external") for i in range(3)]
+
+
+def test_statefulset_ordinals_start() -> None:
+    sts = broker_statefulset(replicas=2)
+    sts["spec"]["ordinals"] = {"start": 3}
+    pods = [exposed_pod(sts, i) for i in (2, 3, 4, 5)]
+    plan = plan_namespace(state(pods, [sts], []), SETTINGS)
+    assert kinds(plan) == [("create", "kafka-broker-3-external"), ("create", "kafka-broker-4-external")]
+    _, services = steady(broker_statefulset(replicas=5))
+    plan = plan_namespace(state(pods, [sts], services), SETTINGS)
+    assert sorted(kinds(plan)) == [("delete", f"kafka-broker-{i}-external") for i in (0, 1, 2)]
+
+
+# ----------------------------------------------------------------- controller plumbing (no cluster)
+
+
+def test_work_queue_deduplicates_and_delays() -> None:
+    from webhook.controller import WorkQueue
+
+    queue = WorkQueue()
+    for _ in range(3):
+        queue.add("a")
+    queue.add("b", delay=0.3)
+    assert len(queue) == 2
+    assert queue.get(0.1) == "a"
+    assert queue.get(0.05) is None  # b is not due yet, a is being processed
+    queue.add("a")  # changed while processing: handed out again after done
+    assert queue.get(0.05) is None
+    queue.done("a")
+    assert queue.get(0.1) == "a"
+    queue.done("a")
+    started = time.monotonic()
+    assert queue.get(1.0) == "b" and time.monotonic() - started >= 0.15
+    queue.done("b")
+    queue.add("c", delay=10)
+    queue.add("c")  # an earlier due time wins
+    assert queue.get(0.2) == "c"
+    queue.close()
+    assert queue.get(0.1) is None
+
+
+class FakeLeases:
+    """An in-memory Lease API with resourceVersion checks, shaped like webhook.kube.Kube."""
+
+    def __init__(self) -> None:
+        self.lease: dict[str, Any] | None = None
+        self.version = 0
+        self.lock = threading.Lock()
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        with self.lock:
+            return copy.deepcopy(self.lease)
+
+    def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        from webhook.kube import ApiError
+
+        with self.lock:
+            if self.lease is not None:
+                raise ApiError(409, "AlreadyExists", "exists")
+            self.version += 1
+            self.lease = copy.deepcopy(body)
+            self.lease["metadata"]["resourceVersion"] = str(self.version)
+            return copy.deepcopy(self.lease)
+
+    def replace(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        from webhook.kube import ApiError
+
+        with self.lock:
+            assert self.lease is not None
+            if body["metadata"]["resourceVersion"] != self.lease["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict", "modified")
+            self.version += 1
+            self.lease = copy.deepcopy(body)
+            self.lease["metadata"]["resourceVersion"] = str(self.version)
+            return copy.deepcopy(self.lease)
+
+
+def test_leader_election_one_leader_takeover_and_release() -> None:
+    from webhook.kube import LeaderElector
+
+    leases = FakeLeases()
+    now = [0.0]
+    events: list[str] = []
+
+    def elector(name: str) -> LeaderElector:
+        return LeaderElector(
+            leases,  # type: ignore[arg-type]
+            "ns",
+            "lease",
+            name,
+            lease_duration=4,
+            renew_deadline=3,
+            retry_period=1,
+            on_started_leading=lambda: events.append(f"{name} leads"),
+            on_stopped_leading=lambda: events.append(f"{name} stops"),
+            clock=lambda: now[0],
+        )
+
+    a, b = elector("a"), elector("b")
+    assert a._try_acquire_or_renew() and not b._try_acquire_or_renew()
+    now[0] = 3.0
+    assert a._try_acquire_or_renew()  # renewed
+    assert not b._try_acquire_or_renew()  # b sees a new record: the lease is fresh again
+    now[0] = 6.5
+    assert not b._try_acquire_or_renew()  # 3.5 s since b saw a change: not expired yet
+    now[0] = 7.5
+    assert b._try_acquire_or_renew()  # a stopped renewing: expired, b takes it
+    assert leases.lease is not None
+    assert leases.lease["spec"]["holderIdentity"] == "b" and leases.lease["spec"]["leaseTransitions"] == 1
+    assert not a._try_acquire_or_renew()  # a must not win it back while b renews
+    b._leading.set()
+    b.release()
+    assert "holderIdentity" not in leases.lease["spec"]
+    assert a._try_acquire_or_renew()  # a released Lease is taken at once
+
+
+def test_api_errors_are_classified() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    from webhook.kube import ApiError
+
+    body = json.dumps({"kind": "Status", "reason": "AlreadyExists", "message": 'services "x" already exists'})
+    error = ApiError.from_exception(ApiException(status=409, reason="Conflict", body=body))
+    assert (error.status, error.reason, error.retryable) == (409, "AlreadyExists", False)
+    assert ApiError.from_exception(ApiException(status=503, reason="Unavailable")).retryable
+    assert ApiError.from_exception(ConnectionRefusedError("refused")).retryable

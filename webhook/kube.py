@@ -1,0 +1,621 @@
+"""The Kubernetes API, as the controller uses it: raw JSON in and out, retries, watches, events, leases.
+
+Raw dicts, never the client's model classes (they drop fields they do not know). The `kubernetes`
+package is used for what it does well: loading a kubeconfig or the in-cluster credentials (and
+refreshing the ServiceAccount token) and the HTTP connection pool. Requests go through
+`ApiClient.param_serialize` / `call_api`, so authentication is the client's own. The package is
+imported only when a client is made (it takes a while), so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+import urllib3
+
+if TYPE_CHECKING:
+    from kubernetes import client
+
+log = logging.getLogger("kafka_expose.kube")
+
+T = TypeVar("T")
+JSON = dict[str, Any]
+
+APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+# Transient: the request may succeed if sent again (throttled, API server restarting, timeouts).
+RETRYABLE_STATUS = frozenset({0, 429, 500, 502, 503, 504})
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (urllib3.exceptions.HTTPError, OSError)
+
+
+class ApiError(Exception):
+    """An API request that failed: `status` is the HTTP status (0: no answer), `reason` the Status
+    reason (`AlreadyExists`, `Conflict`, `NotFound`, `Expired`...)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        return self.status in RETRYABLE_STATUS
+
+    @classmethod
+    def from_exception(cls, error: BaseException) -> ApiError:
+        if isinstance(error, ApiError):
+            return error
+        if _is_api_exception(error):
+            status = int(getattr(error, "status", 0) or 0)
+            text = getattr(error, "body", None)
+            reason = str(getattr(error, "reason", "") or "")
+            message = str(text or reason)
+            try:
+                body = json.loads(text) if text else {}
+            except (TypeError, ValueError):
+                body = {}
+            if isinstance(body, dict):
+                reason = str(body.get("reason") or reason)
+                message = str(body.get("message") or message)
+            return cls(status, reason, " ".join(message.split())[:500])
+        return cls(0, type(error).__name__, " ".join(str(error).split())[:500])
+
+
+def _is_api_exception(error: BaseException) -> bool:
+    """kubernetes.client.exceptions.ApiException, recognised without importing the package."""
+    return any(cls.__name__ == "ApiException" for cls in type(error).__mro__) and hasattr(error, "status")
+
+
+def _http_error(status: int, reason: str, data: bytes) -> ApiError:
+    try:
+        body = json.loads(data) if data else {}
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    message = str(body.get("message") or data[:500].decode("utf-8", "replace"))
+    return ApiError(status, str(body.get("reason") or reason or ""), " ".join(message.split())[:500])
+
+
+def is_status(error: BaseException, *statuses: int) -> bool:
+    return isinstance(error, ApiError) and error.status in statuses
+
+
+def now_rfc3339(micro: bool = False) -> str:
+    now = dt.datetime.now(dt.UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: Any) -> dt.datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def load_api_client(kubeconfig: str | None = None, retries: bool | int | None = None) -> client.ApiClient:
+    """A client from `kubeconfig`; without one, the in-cluster ServiceAccount when running in a pod,
+    else $KUBECONFIG or ~/.kube/config. `retries`: urllib3's own retries of failed connections
+    (None: urllib3's default; False: none, for callers that must not block)."""
+    import importlib
+
+    from kubernetes import client
+
+    config: Any = importlib.import_module("kubernetes.config")  # untyped
+    configuration = client.Configuration()
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)
+    else:
+        config.load_kube_config(client_configuration=configuration)
+    if retries is not None:
+        configuration.retries = retries
+    api: client.ApiClient = client.ApiClient(configuration)
+    return api
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter: `base` * 2^attempt, at most `cap` seconds."""
+
+    base: float = 0.2
+    cap: float = 5.0
+    attempts: int = 5
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.cap, self.base * 2.0**attempt) * random.uniform(0.5, 1.0))
+
+
+def with_retries(
+    what: str,
+    call: Callable[[], T],
+    backoff: Backoff = Backoff(),
+    stop: threading.Event | None = None,
+) -> T:
+    """Run `call`; on a transient error (no answer, 429, 5xx) try again with backoff.
+    Any other error (404, 409, 422...) is raised at once: the caller decides."""
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except ApiError as error:
+            if not error.retryable or attempt + 1 >= backoff.attempts:
+                raise
+            delay = backoff.delay(attempt)
+            log.info(
+                "retrying after a transient API error",
+                extra={"fields": {"request": what, "error": str(error), "attempt": attempt + 1}},
+            )
+        attempt += 1
+        if stop is not None:
+            if stop.wait(delay):
+                raise ApiError(0, "Stopped", f"{what}: stopped while retrying")
+        else:
+            time.sleep(delay)
+
+
+class Kube:
+    """Raw REST calls with the client's authentication; every error is an ApiError."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        field_manager: str = "kafka-expose",
+        timeout: float = 30.0,
+        backoff: Backoff = Backoff(),
+    ) -> None:
+        self.api = api
+        self.field_manager = field_manager
+        self.timeout = timeout
+        self.backoff = backoff
+        self._streams: set[Any] = set()
+        self._watches_closed = False
+        self._lock = threading.Lock()
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: float | tuple[float, float] | None = None,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        try:
+            method_, url, headers_, body_, _ = self.api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=[(k, v) for k, v in (query or {}).items()],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            response = self.api.call_api(
+                method_, url, header_params=headers_, body=body_, _request_timeout=timeout or self.timeout
+            )
+        except Exception as error:
+            if _is_api_exception(error) or isinstance(error, TRANSPORT_ERRORS):
+                raise ApiError.from_exception(error) from None
+            raise
+        return response
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        retry: bool = True,
+    ) -> JSON:
+        """One API call with its JSON answer; transient errors are retried with backoff."""
+
+        def once() -> JSON:
+            response = self._send(method, path, query, body, content_type)
+            try:
+                data = response.read()
+            except TRANSPORT_ERRORS as error:
+                raise ApiError.from_exception(error) from None
+            if not 200 <= response.status <= 299:
+                raise _http_error(response.status, response.reason, data)
+            decoded = json.loads(data) if data else {}
+            return decoded if isinstance(decoded, dict) else {}
+
+        if not retry:
+            return once()
+        return with_retries(f"{method} {path}", once, self.backoff)
+
+    # -- paths -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def path(group_version: str, resource: str, namespace: str | None = None, name: str | None = None) -> str:
+        """`v1` or `apps/v1`; a namespaced collection or object path."""
+        base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+        if namespace is not None:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{resource}"
+        if name is not None:
+            base += f"/{quote(name, safe='')}"
+        return base
+
+    # -- verbs -------------------------------------------------------------------------------------
+
+    def get(self, path: str) -> JSON | None:
+        """The object, or None when it does not exist."""
+        try:
+            return self.request("GET", path)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def list_all(
+        self, path: str, label_selector: str | None = None, page: int = 500
+    ) -> tuple[list[JSON], str]:
+        """Every item (paged) and the list's resourceVersion (to start a watch from)."""
+        items: list[JSON] = []
+        query: dict[str, str] = {"limit": str(page)}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        version = ""
+        while True:
+            try:
+                answer = self.request("GET", path, query)
+            except ApiError as error:
+                if error.status == 410 and "continue" in query:  # the continue token expired: start over
+                    items, version = [], ""
+                    query.pop("continue")
+                    continue
+                raise
+            items.extend(i for i in answer.get("items") or [] if isinstance(i, dict))
+            metadata = answer.get("metadata") or {}
+            version = version or str(metadata.get("resourceVersion") or "")
+            token = metadata.get("continue")
+            if not token:
+                return items, version
+            query["continue"] = str(token)
+
+    def create(self, path: str, body: Mapping[str, Any]) -> JSON:
+        return self.request("POST", path, {"fieldManager": self.field_manager}, dict(body))
+
+    def apply(self, path: str, body: Mapping[str, Any], force: bool = True) -> JSON:
+        """Server-side apply under our field manager: only the fields in `body` are ours."""
+        query = {"fieldManager": self.field_manager, "force": "true" if force else "false"}
+        return self.request("PATCH", path, query, dict(body), APPLY_PATCH)
+
+    def merge_patch(self, path: str, patch: Mapping[str, Any]) -> JSON:
+        return self.request("PATCH", path, {"fieldManager": self.field_manager}, dict(patch), MERGE_PATCH)
+
+    def json_patch(self, path: str, operations: list[Mapping[str, Any]]) -> JSON:
+        return self.request(
+            "PATCH", path, {"fieldManager": self.field_manager}, [dict(o) for o in operations], JSON_PATCH
+        )
+
+    def replace(self, path: str, body: Mapping[str, Any]) -> JSON:
+        """PUT: fails with 409 Conflict when body's resourceVersion is not the stored one."""
+        return self.request("PUT", path, {"fieldManager": self.field_manager}, dict(body))
+
+    def delete(self, path: str, uid: str | None = None) -> bool:
+        """Delete (background propagation), only the object with `uid` if given; False if it was gone."""
+        body: JSON = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self.request("DELETE", path, body=body)
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    # -- watches -----------------------------------------------------------------------------------
+
+    def watch(
+        self,
+        path: str,
+        resource_version: str,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> Iterator[JSON]:
+        """The events of one watch request, from `resource_version`, until the server ends it.
+
+        ERROR events are yielded as they come (410 Gone: the caller lists again)."""
+        query = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if label_selector:
+            query["labelSelector"] = label_selector
+        response = self._send("GET", path, query, timeout=(10.0, timeout_seconds + 30.0))
+        raw = response.response
+        if not 200 <= response.status <= 299:
+            raise _http_error(response.status, response.reason, raw.data)
+        with self._lock:
+            self._streams.add(raw)
+            closed = self._watches_closed
+        if closed:  # close_watches ran while this request was being sent
+            raw.shutdown()
+        try:
+            buffer = b""
+            for chunk in raw.stream(None, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        try:
+                            event = json.loads(line)
+                        except ValueError:  # a stream cut off mid-event (closed, API server gone)
+                            raise ApiError(0, "BrokenWatch", "the watch stream broke mid-event") from None
+                        if isinstance(event, dict):
+                            yield event
+        except TRANSPORT_ERRORS as error:
+            raise ApiError.from_exception(error) from None
+        finally:
+            with self._lock:
+                self._streams.discard(raw)
+            raw.release_conn()
+
+    def close_watches(self) -> None:
+        """End every watch in progress and every later one at once (as if the server had closed it)."""
+        with self._lock:
+            self._watches_closed = True
+            streams = list(self._streams)
+        for raw in streams:
+            try:
+                raw.shutdown()
+            except Exception:  # best effort: the stream may be closing already
+                log.debug("closing a watch stream failed", exc_info=True)
+
+
+# --------------------------------------------------------------------------------------------- events
+
+
+class EventRecorder:
+    """Kubernetes Events (core/v1) about objects; a repeat within `window` seconds bumps the count of
+    the first one instead of adding another, as client-go's recorder does. Never raises."""
+
+    def __init__(self, kube: Kube, component: str, instance: str, window: float = 600.0) -> None:
+        self.kube = kube
+        self.component = component
+        self.instance = instance[:128]
+        self.window = window
+        self._sent: dict[tuple[str, str, str, str], tuple[str, str, int, float]] = {}
+        self._lock = threading.Lock()
+
+    def record(self, involved: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+        """`involved`: apiVersion, kind, name, namespace, uid of the object; kind: Normal or Warning."""
+        namespace = str(involved.get("namespace") or "default")
+        message = message[:1024]
+        key = (str(involved.get("uid") or involved.get("name")), kind, reason, message)
+        now = now_rfc3339()
+        with self._lock:
+            previous = self._sent.get(key)
+            if len(self._sent) > 4096:
+                self._sent.clear()
+        try:
+            if previous and time.monotonic() - previous[3] < self.window:
+                name, ns, count, _ = previous
+                path = Kube.path("v1", "events", ns, name)
+                try:
+                    self.kube.merge_patch(path, {"count": count + 1, "lastTimestamp": now})
+                    with self._lock:
+                        self._sent[key] = (name, ns, count + 1, time.monotonic())
+                    return
+                except ApiError as error:
+                    if error.status != 404:
+                        raise
+            name = f"{involved.get('name')}.{uuid.uuid4().hex[:16]}"
+            self.kube.create(
+                Kube.path("v1", "events", namespace),
+                {
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "involvedObject": {
+                        k: involved[k]
+                        for k in ("apiVersion", "kind", "name", "namespace", "uid")
+                        if involved.get(k)
+                    },
+                    "reason": reason,
+                    "message": message,
+                    "type": kind,
+                    "count": 1,
+                    "firstTimestamp": now,
+                    "lastTimestamp": now,
+                    "source": {"component": self.component},
+                    "reportingComponent": self.component,
+                    "reportingInstance": self.instance,
+                    "action": reason,
+                },
+            )
+            with self._lock:
+                self._sent[key] = (name, namespace, 1, time.monotonic())
+        except ApiError as error:
+            log.warning(
+                "cannot record an event",
+                extra={"fields": {"reason": reason, "event_message": message, "error": str(error)}},
+            )
+
+
+# ------------------------------------------------------------------------------------ leader election
+
+
+class LeaderElector:
+    """Leader election on a coordination.k8s.io/v1 Lease, as client-go's leaderelection does.
+
+    A candidate takes the Lease when it is free (no holder, or not renewed for its duration as seen
+    by this process's own clock: no clock comparison across machines). Every write is conditioned on
+    the resourceVersion read just before, so two candidates never both win. The leader renews every
+    `retry_period`; when it could not renew for `renew_deadline` it stops leading. On shutdown the
+    leader releases the Lease (no holder) so a successor takes over at once.
+    """
+
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str,
+        name: str,
+        identity: str,
+        lease_duration: float = 15.0,
+        renew_deadline: float = 10.0,
+        retry_period: float = 2.0,
+        on_started_leading: Callable[[], None] = lambda: None,
+        on_stopped_leading: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not retry_period < renew_deadline < lease_duration:
+            raise ValueError("need retry period < renew deadline < lease duration")
+        self.kube = kube
+        self.namespace = namespace
+        self.name = name
+        self.identity = identity
+        self.lease_duration = lease_duration
+        self.renew_deadline = renew_deadline
+        self.retry_period = retry_period
+        self.on_started_leading = on_started_leading
+        self.on_stopped_leading = on_stopped_leading
+        self.clock = clock
+        self._leading = threading.Event()
+        self._observed: tuple[Any, ...] | None = None
+        self._observed_at = 0.0
+        self._renewed_at = 0.0
+
+    @property
+    def path(self) -> str:
+        return Kube.path("coordination.k8s.io/v1", "leases", self.namespace, self.name)
+
+    def is_leader(self) -> bool:
+        return self._leading.is_set()
+
+    def run(self, stop: threading.Event) -> None:
+        """Campaign, lead, renew until `stop` is set; then release the Lease if held."""
+        try:
+            while not stop.is_set():
+                started = self.clock()
+                if self._leading.is_set() and started - self._renewed_at > self.renew_deadline:
+                    self._step_down("could not renew the lease")
+                won = self._try_acquire_or_renew()
+                now = self.clock()
+                if won and now - started > self.renew_deadline:
+                    won = False  # too slow to count: others may have seen the lease expire meanwhile
+                if won:
+                    self._renewed_at = started  # the lease runs from when the renewal was sent
+                    if not self._leading.is_set():
+                        self._leading.set()
+                        log.info("became the leader", extra={"fields": self._fields()})
+                        self.on_started_leading()
+                elif self._leading.is_set() and (
+                    now - self._renewed_at > self.renew_deadline or self._held_by_other()
+                ):
+                    self._step_down("could not renew the lease")
+                stop.wait(self.retry_period)
+        finally:
+            if self._leading.is_set():
+                self._step_down("shutting down", expected=True)
+                self.release()
+
+    def _fields(self) -> dict[str, Any]:
+        return {"lease": f"{self.namespace}/{self.name}", "identity": self.identity}
+
+    def _step_down(self, why: str, expected: bool = False) -> None:
+        self._leading.clear()
+        log.log(
+            logging.INFO if expected else logging.WARNING,
+            "stopped leading",
+            extra={"fields": {**self._fields(), "why": why}},
+        )
+        self.on_stopped_leading()
+
+    def _held_by_other(self) -> bool:
+        return self._observed is not None and self._observed[0] not in (None, "", self.identity)
+
+    def _try_acquire_or_renew(self) -> bool:
+        now = now_rfc3339(micro=True)
+        try:
+            lease = self.kube.get(self.path)
+            if lease is None:
+                self.kube.create(
+                    Kube.path("coordination.k8s.io/v1", "leases", self.namespace),
+                    {
+                        "apiVersion": "coordination.k8s.io/v1",
+                        "kind": "Lease",
+                        "metadata": {"name": self.name, "namespace": self.namespace},
+                        "spec": {
+                            "holderIdentity": self.identity,
+                            "leaseDurationSeconds": max(1, round(self.lease_duration)),
+                            "acquireTime": now,
+                            "renewTime": now,
+                            "leaseTransitions": 0,
+                        },
+                    },
+                )
+                self._observe((self.identity, now))
+                return True
+            spec = lease.get("spec") or {}
+            holder = spec.get("holderIdentity") or None
+            self._observe((holder, spec.get("renewTime"), spec.get("leaseDurationSeconds")))
+            duration = spec.get("leaseDurationSeconds") or self.lease_duration
+            if holder not in (None, self.identity) and self._observed_at + float(duration) > self.clock():
+                return False  # held by another candidate, and renewed recently
+            new_spec = dict(spec)
+            new_spec.update(
+                {
+                    "holderIdentity": self.identity,
+                    "leaseDurationSeconds": max(1, round(self.lease_duration)),
+                    "renewTime": now,
+                }
+            )
+            if holder != self.identity:
+                new_spec["acquireTime"] = now
+                new_spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
+            # PUT with the resourceVersion just read: 409 if anyone wrote the Lease in between.
+            self.kube.replace(self.path, {**lease, "spec": new_spec})
+            self._observe((self.identity, now))
+            return True
+        except ApiError as error:
+            if error.status not in (409,):
+                log.warning("lease request failed", extra={"fields": {**self._fields(), "error": str(error)}})
+            return False
+
+    def _observe(self, record: tuple[Any, ...]) -> None:
+        if record != self._observed:
+            self._observed = record
+            self._observed_at = self.clock()
+
+    def release(self) -> None:
+        """Give the Lease up (no holder, 1 s duration), if this candidate still holds it."""
+        try:
+            lease = self.kube.get(self.path)
+            spec = (lease or {}).get("spec") or {}
+            if lease is None or spec.get("holderIdentity") != self.identity:
+                return
+            now = now_rfc3339(micro=True)
+            new_spec = {**spec, "leaseDurationSeconds": 1, "renewTime": now}
+            new_spec.pop("holderIdentity", None)
+            self.kube.replace(self.path, {**lease, "spec": new_spec})
+            log.info("released the lease", extra={"fields": self._fields()})
+        except ApiError as error:
+            log.warning("cannot release the lease", extra={"fields": {**self._fields(), "error": str(error)}})
