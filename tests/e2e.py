@@ -302,42 +302,6 @@ class ExternalDnsStandIn(_Poller):
                 _log(f"external-dns-stand-in: {name} -> {ip}")
 
 
-def release_deleted_claims(api: Any, namespace: str) -> list[str]:
-    """STAND-IN for kube-controller-manager's PVC-protection controller (this control plane does not
-    run it): a PersistentVolumeClaim being deleted that no pod of its namespace mounts any more
-    loses its `kubernetes.io/pvc-protection` finalizer, so the namespace can go."""
-    import kubernetes.client
-
-    core = kubernetes.client.CoreV1Api(api)
-    claims = raw(core.list_namespaced_persistent_volume_claim, namespace)["items"]
-    in_use = {
-        (v.get("persistentVolumeClaim") or {}).get("claimName")
-        for pod in list_objects(api, "pods", namespace)
-        for v in pod["spec"].get("volumes") or []
-    }
-    released = []
-    for claim in claims:
-        meta = claim["metadata"]
-        finalizers = meta.get("finalizers") or []
-        if (
-            meta.get("deletionTimestamp")
-            and "kubernetes.io/pvc-protection" in finalizers
-            and meta["name"] not in in_use
-        ):
-            rest = [f for f in finalizers if f != "kubernetes.io/pvc-protection"]
-            body = [  # a JSON patch: a strategic merge patch would merge the finalizer lists
-                {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
-                {"op": "replace", "path": "/metadata/finalizers", "value": rest},
-            ]
-            try:
-                core.patch_namespaced_persistent_volume_claim(meta["name"], namespace, body)
-                released.append(meta["name"])
-            except kubernetes.client.rest.ApiException as err:
-                if err.status not in (404, 409, 422):
-                    raise
-    return released
-
-
 # -------------------------------------------------------------------------------------- outside view
 
 

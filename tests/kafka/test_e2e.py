@@ -56,7 +56,6 @@ from tests.e2e import (
     PodNetworkStandIn,
     broker_config,
     list_objects,
-    release_deleted_claims,
     secret_data,
     service_dns_names,
 )
@@ -172,8 +171,6 @@ def delete_namespaces(api: kubernetes.client.ApiClient, namespaces: set[str], ti
             except ApiException as err:
                 if err.status != 404:
                     raise
-            else:
-                release_deleted_claims(api, name)
         return not remaining
 
     try:
