@@ -6,7 +6,7 @@ PYTHON ?= python3
 export KAFKA_EXPOSE_CACHE ?= $(HOME)/.cache/kafka-expose
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-cluster test-kafka deps tools lint bench fuzz-long audit clean
+.PHONY: check-tests-can-fail demo test test-fast test-cluster test-kafka deps tools lint bench fuzz-long audit clean
 
 deps:  ## Python packages (the project, editable, with its test extras, pinned by requirements-test.lock)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-test.lock
@@ -46,3 +46,6 @@ audit: deps
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+check-tests-can-fail: deps tools  ## a wrong caBundle, a webhook that is down, a broken patch: each fails the cluster tier
+	bash scripts/check-tests-can-fail.sh
