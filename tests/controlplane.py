@@ -53,12 +53,11 @@ import kubernetes.client
 import requests
 import urllib3
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.tlsutil import CA, general_names, key_pem
+from tests.tlsutil import CA, key_pem
 
 __all__ = [
     "DEFAULT_CONTROLLERS",
@@ -161,8 +160,8 @@ class _CA:
     """A throw-away certificate authority (EC P-256), valid ten years."""
 
     def __init__(self, common_name: str) -> None:
-        root = CA(common_name, days=3650)
-        self.key, self.cert, self.cert_pem = root.key, root.cert, root.cert_pem
+        self._root = CA(common_name, days=3650)
+        self.cert_pem = self._root.cert_pem
 
     def issue(
         self,
@@ -175,49 +174,18 @@ class _CA:
         days: int = 3650,
     ) -> tuple[bytes, bytes]:
         """Returns (certificate PEM, private key PEM)."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
-        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
         now = datetime.datetime.now(datetime.UTC)
-        usages = []
-        if client:
-            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
         if server:
             usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-        b = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attrs))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                critical=False,
-            )
+        return self._root.issue_pem(
+            common_name,
+            hosts,
+            usages=usages,
+            organizations=organizations,
+            not_before=now - datetime.timedelta(hours=1),
+            not_after=now + datetime.timedelta(days=days),
         )
-        if usages:
-            b = b.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        if hosts:
-            b = b.add_extension(x509.SubjectAlternativeName(general_names(hosts)), critical=False)
-        cert = b.sign(self.key, hashes.SHA256())
-        return cert.public_bytes(serialization.Encoding.PEM), key_pem(key)
 
 
 # --------------------------------------------------------------------------

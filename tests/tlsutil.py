@@ -8,24 +8,22 @@ import os
 import ssl
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from webhook import certs
 
 PrivateKey = ec.EllipticCurvePrivateKey
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _key() -> PrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
 
 
 def key_pem(key: PrivateKey | rsa.RSAPrivateKey) -> bytes:
@@ -35,15 +33,18 @@ def key_pem(key: PrivateKey | rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def general_names(hosts: Iterable[str]) -> list[x509.GeneralName]:
-    """subjectAltName entries: an IP address entry for each address, a DNS name for the others."""
-    names: list[x509.GeneralName] = []
+def split_hosts(hosts: Iterable[str]) -> tuple[list[str], list[str]]:
+    """`(dns_names, ip_addresses)`: the hosts that are IP addresses, and the others."""
+    dns_names: list[str] = []
+    ip_addresses: list[str] = []
     for host in hosts:
         try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            ipaddress.ip_address(host)
         except ValueError:
-            names.append(x509.DNSName(host))
-    return names
+            dns_names.append(host)
+        else:
+            ip_addresses.append(host)
+    return dns_names, ip_addresses
 
 
 @dataclass(frozen=True)
@@ -65,51 +66,44 @@ class Leaf:
 
 @dataclass
 class CA:
-    """A self-signed CA that issues server and client certificates."""
+    """A self-signed CA (webhook.certs.make_ca) that issues server and client certificates."""
 
     name: str = "kafka-expose test CA"
-    key: PrivateKey = field(default_factory=_key)
     days: int = 30
-    cert: x509.Certificate = field(init=False)
+    cert_pem: bytes = field(init=False)
+    key_pem: bytes = field(init=False)
 
     def __post_init__(self) -> None:
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)])
-        now = _now()
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=self.days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-
-    @property
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
+        self.cert_pem, self.key_pem = certs.make_ca(self.name, dt.timedelta(days=self.days))
 
     def write(self, path: Path | str) -> Path:
         path = Path(path)
         path.write_bytes(self.cert_pem)
         return path
+
+    def issue_pem(
+        self,
+        common_name: str,
+        hosts: Iterable[str] = (),
+        *,
+        usages: Sequence[x509.ObjectIdentifier] = (),
+        organizations: Sequence[str] = (),
+        not_before: dt.datetime,
+        not_after: dt.datetime,
+    ) -> tuple[bytes, bytes]:
+        """`(cert_pem, key_pem)` of a leaf for `hosts` (IP addresses and DNS names), valid as given."""
+        dns_names, ip_addresses = split_hosts(hosts)
+        return certs.issue_cert(
+            self.cert_pem,
+            self.key_pem,
+            common_name,
+            not_before,
+            not_after,
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+            organizations=organizations,
+            usages=usages,
+        )
 
     def issue(
         self,
@@ -120,35 +114,16 @@ class CA:
         not_before: dt.datetime | None = None,
         not_after: dt.datetime | None = None,
     ) -> Leaf:
-        key = _key()
         now = _now()
-        names = general_names(hosts)
-        serial = x509.random_serial_number()
-        not_after = not_after or now + dt.timedelta(days=1)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(serial)
-            .not_valid_before(not_before or now - dt.timedelta(minutes=5))
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
-            )
+        cert_pem, key = self.issue_pem(
+            common_name,
+            hosts,
+            usages=[ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH],
+            not_before=not_before or now - dt.timedelta(minutes=5),
+            not_after=not_after or now + dt.timedelta(days=1),
         )
-        if names:
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        cert = builder.sign(self.key, hashes.SHA256())
-        cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-        return Leaf(cert_pem, key_pem(key), cert_pem + self.cert_pem, not_after, serial)
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        return Leaf(cert_pem, key, cert_pem + self.cert_pem, cert.not_valid_after_utc, cert.serial_number)
 
 
 def client_context(

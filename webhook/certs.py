@@ -44,13 +44,60 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _name(common_name: str) -> x509.Name:
+def _name(common_name: str, organizations: Sequence[str] = (ORGANIZATION,)) -> x509.Name:
     return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
-        ]
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
+        + [x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])]
     )
+
+
+def _sign(
+    subject: x509.Name,
+    public: ec.EllipticCurvePublicKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    *,
+    ca: bool,
+    extensions: Sequence[x509.ExtensionType] = (),
+) -> bytes:
+    """The PEM of a certificate for `public` signed by `issuer_key`: a CA (pathlen 0, keyCertSign and
+    cRLSign) or a leaf (keyEncipherment), with `extensions` (non-critical) and the key identifiers."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=not ca,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
+    cert = (
+        builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+        )
+        .sign(issuer_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def make_ca(
@@ -59,35 +106,71 @@ def make_ca(
     """A self-signed CA certificate and its key, both PEM: `(cert_pem, key_pem)`."""
     key = _new_key()
     now = now or _now()
-    public = key.public_key()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + valid_for)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
-        .sign(key, hashes.SHA256())
+    name = _name(common_name)
+    cert = _sign(name, key.public_key(), name, key, now - BACKDATE, now + valid_for, ca=True)
+    return cert, _key_pem(key)
+
+
+def _load_ca(ca_cert_pem: bytes, ca_key_pem: bytes) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the CA key must be an ECDSA key")
+    return ca_cert, ca_key
+
+
+def _issue(
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+    common_name: str,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    dns_names: Sequence[str],
+    ips: Sequence[IPAddress],
+    organizations: Sequence[str],
+    usages: Sequence[x509.ObjectIdentifier],
+) -> tuple[bytes, bytes]:
+    sans: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
+    sans += [x509.IPAddress(ip) for ip in ips]
+    extensions: list[x509.ExtensionType] = [x509.ExtendedKeyUsage(list(usages))] if usages else []
+    if sans:
+        extensions.append(x509.SubjectAlternativeName(sans))
+    key = _new_key()
+    ca_cert, ca_key = ca
+    subject = _name(common_name, organizations)
+    cert = _sign(
+        subject,
+        key.public_key(),
+        ca_cert.subject,
+        ca_key,
+        not_before,
+        not_after,
+        ca=False,
+        extensions=extensions,
     )
-    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+    return cert, _key_pem(key)
+
+
+def issue_cert(
+    ca_cert_pem: bytes,
+    ca_key_pem: bytes,
+    common_name: str,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    *,
+    dns_names: Sequence[str] = (),
+    ip_addresses: Sequence[str | IPAddress] = (),
+    organizations: Sequence[str] = (ORGANIZATION,),
+    usages: Sequence[x509.ObjectIdentifier] = (ExtendedKeyUsageOID.SERVER_AUTH,),
+) -> tuple[bytes, bytes]:
+    """A leaf certificate signed by the CA and valid from `not_before` to `not_after` as given (not
+    fitted into the CA's validity, unlike issue_serving_cert's), `(cert_pem, key_pem)`.
+
+    Its subject is `organizations` (O=) and `common_name`; its extended key usages are `usages` (none:
+    no extendedKeyUsage); its subjectAltName has the DNS names and IP addresses (none: no subjectAltName).
+    """
+    ca = _load_ca(ca_cert_pem, ca_key_pem)
+    ips = [ipaddress.ip_address(str(ip)) for ip in ip_addresses]
+    return _issue(ca, common_name, not_before, not_after, dns_names, ips, organizations, usages)
 
 
 def issue_serving_cert(
@@ -107,49 +190,20 @@ def issue_serving_cert(
     """
     if not dns_names and not ip_addresses:
         raise ValueError("a serving certificate needs at least one DNS name or IP address")
-    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
-    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise ValueError("the CA key must be an ECDSA key")
+    ca = _load_ca(ca_cert_pem, ca_key_pem)
+    ca_cert = ca[0]
     ips = [ipaddress.ip_address(str(ip)) for ip in ip_addresses]
-    sans: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
-    sans += [x509.IPAddress(ip) for ip in ips]
-    key = _new_key()
-    public = key.public_key()
     now = now or _now()
-    not_after = min(now + valid_for, ca_cert.not_valid_after_utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(dns_names[0] if dns_names else str(ips[0])))
-        .issuer_name(ca_cert.subject)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(max(now - BACKDATE, ca_cert.not_valid_before_utc))
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+    return _issue(
+        ca,
+        dns_names[0] if dns_names else str(ips[0]),
+        max(now - BACKDATE, ca_cert.not_valid_before_utc),
+        min(now + valid_for, ca_cert.not_valid_after_utc),
+        dns_names,
+        ips,
+        (ORGANIZATION,),
+        (ExtendedKeyUsageOID.SERVER_AUTH,),
     )
-    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
 
 def service_dns_names(service: str, namespace: str, cluster_domain: str = "cluster.local") -> list[str]:

@@ -24,9 +24,9 @@ import webhook.core  # noqa: F401  # before webhook.settings: settings <-> core.
 from webhook.core import mutate
 from webhook.core.policy import Violation, assess, is_load_balancer
 from webhook.core.services import broker_service
-from webhook.documents import DocumentError, fail, objects, read_input, split_documents
+from webhook.documents import InputError, fail, settings_and_objects
 from webhook.namespaces import settings_for_namespace
-from webhook.settings import Settings, SettingsError, load_settings
+from webhook.settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,12 +123,9 @@ def _name(obj: Mapping[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.config)
-        items = objects(split_documents(read_input(args.filename)))
-    except SettingsError as err:
-        return fail(f"invalid settings: {err}")
-    except (DocumentError, OSError, UnicodeDecodeError) as err:
-        return fail(f"cannot read manifests: {err}")
+        settings, items = settings_and_objects(args.config, args.filename)
+    except InputError as err:
+        return fail(str(err))
     report = check_objects(items, settings, args.namespace)
     for problem in report.problems:
         print(f"kafka-expose: warning: {problem}", file=sys.stderr)

@@ -9,6 +9,8 @@ from typing import Any, TextIO
 
 import yaml
 
+from webhook.settings import Settings, SettingsError, load_settings
+
 _SEPARATOR = re.compile(r"^---(?:[ \t].*)?$", re.MULTILINE)
 
 
@@ -59,6 +61,22 @@ def objects(documents: list[Document]) -> list[dict[str, Any]]:
         elif isinstance(obj, dict):
             result.append(obj)
     return result
+
+
+class InputError(Exception):
+    """Unusable settings or manifests; the message is the line for `fail`."""
+
+
+def settings_and_objects(config: str, filename: str) -> tuple[Settings, list[dict[str, Any]]]:
+    """The settings file's Settings and the objects of the manifests in `filename` (- for stdin)."""
+    try:
+        settings = load_settings(config)
+        items = objects(split_documents(read_input(filename)))
+    except SettingsError as err:
+        raise InputError(f"invalid settings: {err}") from None
+    except (DocumentError, OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read manifests: {err}") from None
+    return settings, items
 
 
 def fail(message: str, stream: TextIO = sys.stderr) -> int:

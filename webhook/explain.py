@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from webhook.core import mutate
-from webhook.documents import DocumentError, fail, objects, read_input, split_documents
-from webhook.settings import Settings, SettingsError, load_settings
+from webhook.documents import InputError, fail, settings_and_objects
+from webhook.settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,12 +41,9 @@ def explain_objects(items: list[dict[str, Any]], settings: Settings, namespace: 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.config)
-        items = objects(split_documents(read_input(args.filename)))
-    except SettingsError as err:
-        return fail(f"invalid settings: {err}")
-    except (DocumentError, OSError, UnicodeDecodeError) as err:
-        return fail(f"cannot read manifests: {err}")
+        settings, items = settings_and_objects(args.config, args.filename)
+    except InputError as err:
+        return fail(str(err))
     for line in explain_objects(items, settings, args.namespace):
         print(line)
     return 0

@@ -16,11 +16,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import kubernetes.client
 import requests
@@ -31,8 +30,6 @@ from tests.controlplane import REPO_ROOT, ControlPlane
 from tests.podfactory import load_render, statefulsets
 from webhook.core import mutate
 from webhook.settings import Settings, load_settings_text
-
-T = TypeVar("T")
 
 OPT_IN_LABEL = "kafka-expose.io/inject"
 MANAGED_SELECTOR = "kafka-expose.io/managed-by=kafka-expose"
@@ -56,20 +53,6 @@ loadBalancer:
 controller:
   resyncSeconds: {RESYNC_SECONDS}
 """
-
-
-def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.2, what: str = "") -> T:
-    """Poll until `predicate()` is truthy; return it (fail with the last value after `timeout`)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {what or 'condition'} (last: {value!r})"
-            )
-        time.sleep(interval)
 
 
 def settings_of(text: str = SETTINGS_TEXT) -> Settings:

@@ -41,9 +41,8 @@ from tests.cluster.controller_fixtures import (
     running,
     scale,
     selected_pods,
-    wait_for,
 )
-from tests.controlplane import ControlPlane, NodeAgentStandIn
+from tests.controlplane import ControlPlane, NodeAgentStandIn, wait_for
 from tests.podfactory import pod_from_statefulset
 from webhook.core import mutate
 from webhook.settings import load_settings_text
@@ -96,7 +95,7 @@ def controller(
     process.start()
     try:
         wait_for(lambda: lease_holder(control_plane.api_client(), lease_namespace, "kafka-expose-controller")
-                 == process.identity, what="the controller to lead")  # fmt: skip
+                 == process.identity, message="the controller to lead")  # fmt: skip
         yield process
     finally:
         assert process.terminate() == 0, process.log()
@@ -118,7 +117,28 @@ def exactly(api: kubernetes.client.ApiClient, namespace: str, count: int, timeou
         services = managed_services(api, namespace)
         return (True, services) if len(services) == count else None
 
-    return wait_for(check, timeout=timeout, what=f"{count} managed Services in {namespace}")[1]
+    return wait_for(check, timeout=timeout, message=f"{count} managed Services in {namespace}")[1]
+
+
+def exposed_brokers(
+    control_plane: ControlPlane,
+    api: kubernetes.client.ApiClient,
+    namespaces: list[str],
+    prefix: str,
+    replicas: int,
+) -> tuple[str, dict]:
+    """A new opted-in namespace with `replicas` brokers, once each has its Service: (namespace, Services)."""
+    ns = new_namespace(api, namespaces, prefix)
+    create_objects(control_plane, [broker_statefulset(ns, replicas=replicas)])
+    return ns, exactly(api, ns, replicas)
+
+
+def leader_and_follower(
+    api: kubernetes.client.ApiClient, lease_namespace: str, lease: str, a: Controller, b: Controller
+) -> tuple[Controller, Controller]:
+    """Once one of the two controllers holds the Lease: (the leader, the other)."""
+    holder = wait_for(lambda: lease_holder(api, lease_namespace, lease), message="a leader")
+    return (a, b) if holder == a.identity else (b, a)
 
 
 def uids(services: dict) -> dict[str, str]:
@@ -138,7 +158,7 @@ def test_a_stock_render_gets_one_internal_load_balancer_per_broker(
     chart_objects = render_objects(BROKER_RENDER, ns)
     create_objects(control_plane, chart_objects)
     services = exactly(api, ns, 3)
-    wait_for(lambda: len(pods(api, ns)) == 6, what="3 brokers and 3 controllers")
+    wait_for(lambda: len(pods(api, ns)) == 6, message="3 brokers and 3 controllers")
     assert selected_pods(services) == ["kafka-broker-0", "kafka-broker-1", "kafka-broker-2"]
     for name, service in services.items():
         pod = service["spec"]["selector"][POD_NAME_LABEL]
@@ -178,16 +198,15 @@ def test_the_service_follows_the_slot_not_the_pod(
     controller: Controller,
     namespaces: list[str],
 ) -> None:
-    ns = new_namespace(api, namespaces, "ctl-life")
-    create_objects(control_plane, [broker_statefulset(ns, replicas=3)])
-    first = uids(exactly(api, ns, 3))
+    ns, services = exposed_brokers(control_plane, api, namespaces, "ctl-life", 3)
+    first = uids(services)
     core = kubernetes.client.CoreV1Api(api)
 
     old_pod = pods(api, ns)["kafka-broker-1"]["metadata"]["uid"]
     core.delete_namespaced_pod("kafka-broker-1", ns)
     wait_for(
         lambda: (p := pods(api, ns).get("kafka-broker-1")) and p["metadata"]["uid"] != old_pod,
-        what="the StatefulSet controller to recreate kafka-broker-1",
+        message="the StatefulSet controller to recreate kafka-broker-1",
     )
     time.sleep(2)
     assert uids(managed_services(api, ns)) == first, "a pod restart must keep its Service (and address)"
@@ -215,9 +234,7 @@ def test_hand_edits_are_repaired(
     controller: Controller,
     namespaces: list[str],
 ) -> None:
-    ns = new_namespace(api, namespaces, "ctl-drift")
-    create_objects(control_plane, [broker_statefulset(ns, replicas=2)])
-    services = exactly(api, ns, 2)
+    ns, services = exposed_brokers(control_plane, api, namespaces, "ctl-drift", 2)
     core = kubernetes.client.CoreV1Api(api)
     name = "kafka-broker-0-external"
     core.patch_namespaced_service(
@@ -235,7 +252,7 @@ def test_hand_edits_are_repaired(
             (s := managed_services(api, ns)[name])["metadata"]["annotations"].get(AWS_INTERNAL) == "true"
             and s
         ),
-        what="the internal annotation to be restored",
+        message="the internal annotation to be restored",
     )
     assert repaired["metadata"]["uid"] == services[name]["metadata"]["uid"]
     assert repaired["metadata"]["annotations"]["team"] == "data", "fields of others are left alone"
@@ -261,7 +278,7 @@ def test_a_foreign_service_with_the_same_name_is_left_intact(
     exactly(api, ns, 1)
     conflict = wait_for(
         lambda: [e for e in events(api, ns) if e["reason"] == "ServiceNameConflict"],
-        what="a conflict Event",
+        message="a conflict Event",
     )[0]
     assert conflict["type"] == "Warning"
     assert conflict["involvedObject"]["kind"] == "StatefulSet"
@@ -289,10 +306,10 @@ def test_the_charts_own_per_broker_load_balancers_are_used(
     create_objects(
         control_plane, [o for o in objects if o["kind"] in ("Service", "StatefulSet", "ConfigMap")]
     )
-    wait_for(lambda: {"kafka-0", "kafka-1", "kafka-2"} <= set(pods(api, ns)), timeout=60, what="3 brokers")
+    wait_for(lambda: {"kafka-0", "kafka-1", "kafka-2"} <= set(pods(api, ns)), timeout=60, message="3 brokers")
     reasons = wait_for(
         lambda: [e["message"] for e in events(api, ns) if e["reason"] == "ChartLoadBalancer"],
-        what="ChartLoadBalancer events",
+        message="ChartLoadBalancer events",
     )
     assert any("uses the chart's own load balancer kafka-0-external" in m for m in reasons)
     wait_for(lambda: len([e for e in events(api, ns) if e["reason"] == "ChartLoadBalancer"]) >= 3)
@@ -318,15 +335,12 @@ def test_one_leader_and_a_takeover_within_the_lease_duration(
     b = Controller(control_plane, settings_path, lease_namespace, tmp_path, identity="ctl-b", lease_name=lease,
                    metrics_port=free_port())  # fmt: skip
     with running(a, b):
-        holder = wait_for(lambda: lease_holder(api, lease_namespace, lease), what="a leader")
-        leader, follower = (a, b) if holder == a.identity else (b, a)
+        leader, follower = leader_and_follower(api, lease_namespace, lease, a, b)
         wait_for(
-            lambda: follower.metrics().get("kafka_expose_controller_leader") == 0, what="follower metrics"
+            lambda: follower.metrics().get("kafka_expose_controller_leader") == 0, message="follower metrics"
         )
         assert leader.metrics()["kafka_expose_controller_leader"] == 1
-        ns = new_namespace(api, namespaces, "ctl-ha")
-        create_objects(control_plane, [broker_statefulset(ns, replicas=3)])
-        exactly(api, ns, 3)
+        ns, _ = exposed_brokers(control_plane, api, namespaces, "ctl-ha", 3)
         time.sleep(1)
         assert lease_holder(api, lease_namespace, lease) == leader.identity, "the leader keeps its Lease"
 
@@ -336,7 +350,7 @@ def test_one_leader_and_a_takeover_within_the_lease_duration(
             lambda: lease_holder(api, lease_namespace, lease) == follower.identity,
             timeout=LEASE_DURATION + 10,
             interval=0.1,
-            what="the follower to take over",
+            message="the follower to take over",
         )
         took = time.monotonic() - killed
         assert took <= LEASE_DURATION + 1.5, f"takeover took {took:.1f}s"
@@ -366,8 +380,7 @@ def test_a_leader_shutting_down_hands_over_at_once(
         control_plane, settings_path, lease_namespace, tmp_path, identity="ctl-d", lease_name=lease
     )
     with running(a, b):
-        holder = wait_for(lambda: lease_holder(api, lease_namespace, lease), what="a leader")
-        leader, follower = (a, b) if holder == a.identity else (b, a)
+        leader, follower = leader_and_follower(api, lease_namespace, lease, a, b)
         stopped = time.monotonic()
         assert leader.terminate() == 0
         wait_for(
@@ -439,9 +452,7 @@ def test_a_namespace_opting_out_loses_its_services(
     controller: Controller,
     namespaces: list[str],
 ) -> None:
-    ns = new_namespace(api, namespaces, "ctl-optout")
-    create_objects(control_plane, [broker_statefulset(ns, replicas=2)])
-    exactly(api, ns, 2)
+    ns, _ = exposed_brokers(control_plane, api, namespaces, "ctl-optout", 2)
     kubernetes.client.CoreV1Api(api).patch_namespace(ns, {"metadata": {"labels": {OPT_IN_LABEL: None}}})
     exactly(api, ns, 0)
     assert len(pods(api, ns)) == 2, "the brokers themselves stay"
@@ -460,9 +471,7 @@ def test_the_load_balancer_address_is_recorded_on_the_broker_pod(
     controller: Controller,
     namespaces: list[str],
 ) -> None:
-    ns = new_namespace(api, namespaces, "ctl-address")
-    create_objects(control_plane, [broker_statefulset(ns, replicas=2)])
-    exactly(api, ns, 2)
+    ns, _ = exposed_brokers(control_plane, api, namespaces, "ctl-address", 2)
     core = kubernetes.client.CoreV1Api(api)
     # a stand-in for the cloud's load balancer controller
     core.patch_namespaced_service_status(
@@ -478,7 +487,7 @@ def test_the_load_balancer_address_is_recorded_on_the_broker_pod(
             {n: p["metadata"].get("annotations", {}).get(LB_ANNOTATION) for n, p in pods(api, ns).items()}
             == {"kafka-broker-0": "10.20.30.40", "kafka-broker-1": "lb-1.example.com"}
         ),
-        what="the addresses on the pods",
+        message="the addresses on the pods",
     )
     assert "LoadBalancerAddress" in event_reasons(api, ns)
     # a pod recreated gets the address again
@@ -492,7 +501,7 @@ def test_the_load_balancer_address_is_recorded_on_the_broker_pod(
             .get(LB_ANNOTATION)
             == "10.20.30.40"
         ),
-        what="the address on the recreated pod",
+        message="the address on the recreated pod",
     )
 
 
@@ -505,9 +514,7 @@ def test_the_controller_survives_an_api_server_restart(
     controller: Controller,
     namespaces: list[str],
 ) -> None:
-    ns = new_namespace(api, namespaces, "ctl-restart")
-    create_objects(control_plane, [broker_statefulset(ns, replicas=1)])
-    exactly(api, ns, 1)
+    ns, _ = exposed_brokers(control_plane, api, namespaces, "ctl-restart", 1)
     control_plane.restart_apiserver()
     api = control_plane.api_client()
     create_objects(control_plane, [broker_statefulset(ns, replicas=2, name="second")])

@@ -83,6 +83,15 @@ def test_stock_render_installed_unchanged_comes_out_exposed(
             assert "kafka-expose.io/exposed" not in stored["metadata"].get("labels", {}), name
 
 
+def core_in(
+    control_plane: ControlPlane, namespace: str, opted_in: bool = True
+) -> kubernetes.client.CoreV1Api:
+    """A CoreV1Api client, once `namespace` exists (labelled for the webhook unless not `opted_in`)."""
+    api = control_plane.api_client()
+    ensure_namespace(api, namespace, opted_in=opted_in)
+    return kubernetes.client.CoreV1Api(api)
+
+
 def test_apps_v1beta1_chart_pods_created_directly(
     control_plane: ControlPlane, webhook: RegisteredWebhook
 ) -> None:
@@ -106,9 +115,7 @@ def test_apps_v1beta1_chart_pods_created_directly(
 def test_namespace_without_the_label_is_untouched(
     control_plane: ControlPlane, webhook: RegisteredWebhook
 ) -> None:
-    api = control_plane.api_client()
-    core = kubernetes.client.CoreV1Api(api)
-    ensure_namespace(api, "t-not-opted-in", opted_in=False)
+    core = core_in(control_plane, "t-not-opted-in", opted_in=False)
     pod = probe_pod("t-not-opted-in")
     stored = yaml.safe_load(core.create_namespaced_pod("t-not-opted-in", pod, _preload_content=False).data)
     assert "kafka-expose.io/exposed" not in stored["metadata"].get("labels", {})
@@ -119,9 +126,7 @@ def test_namespace_without_the_label_is_untouched(
 def test_dry_run_create_is_mutated_and_stores_nothing(
     control_plane: ControlPlane, webhook: RegisteredWebhook
 ) -> None:
-    api = control_plane.api_client()
-    core = kubernetes.client.CoreV1Api(api)
-    ensure_namespace(api, "t-dry-run")
+    core = core_in(control_plane, "t-dry-run")
     pod = probe_pod("t-dry-run")
     answer = yaml.safe_load(
         core.create_namespaced_pod("t-dry-run", pod, dry_run="All", _preload_content=False).data
@@ -129,16 +134,14 @@ def test_dry_run_create_is_mutated_and_stores_nothing(
     assert answer["metadata"]["labels"]["kafka-expose.io/exposed"] == "true"
     assert "EXTERNAL://$(KAFKAEXPOSE_HOST):9094" in str(answer["spec"]["containers"][0]["env"])
     assert core.list_namespaced_pod("t-dry-run").items == []
-    services = kubernetes.client.CoreV1Api(api).list_namespaced_service("t-dry-run").items
+    services = core.list_namespaced_service("t-dry-run").items
     assert services == []
 
 
 def test_charts_own_public_lb_is_made_internal(
     control_plane: ControlPlane, webhook: RegisteredWebhook
 ) -> None:
-    api = control_plane.api_client()
-    core = kubernetes.client.CoreV1Api(api)
-    ensure_namespace(api, "t-own-lb")
+    core = core_in(control_plane, "t-own-lb")
     docs = load_render("incubator-kafka-0.21.5-external-lb")
     service = copy.deepcopy(next(d for d in docs if d["metadata"]["name"] == "kafka-0-external"))
     del service["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-internal"]

@@ -11,7 +11,7 @@ from expectations import assert_exposed, own_manifest
 from imagesim import evaluate
 from podfactory import load_render, pod_from_statefulset, render_names, statefulsets
 
-from webhook.core import mutate
+from webhook.core import Decision, mutate
 from webhook.core.services import broker_service
 from webhook.settings import Settings, parse_settings
 
@@ -27,6 +27,13 @@ def pod_of(sts: dict[str, Any], ordinal: int, namespace: str = "kafka") -> dict[
 
 def broker_statefulsets(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [s for s in statefulsets(docs) if mutate(s, SETTINGS, "kafka").plans]
+
+
+def assert_left_alone(pod: dict[str, Any], decision: Decision, outcome: str, words: str) -> None:
+    """The decision leaves the pod as it is, with `outcome` and `words` in its reason."""
+    assert decision.outcome == outcome
+    assert words in decision.reason
+    assert decision.result == pod
 
 
 @pytest.mark.parametrize("render", BROKER_RENDERS)
@@ -110,10 +117,7 @@ def test_keep_mode_leaves_an_existing_external_listener_alone() -> None:
     keep = parse_settings({"onExistingListener": "keep"})
     [sts] = own_manifest("confluent-env-existing-external.yaml")
     pod = pod_of(sts, 0)
-    decision = mutate(pod, keep, "kafka")
-    assert decision.outcome == "warned"
-    assert "keep" in decision.reason
-    assert decision.result == pod
+    assert_left_alone(pod, mutate(pod, keep, "kafka"), "warned", "keep")
 
 
 @pytest.mark.parametrize(
@@ -160,9 +164,7 @@ def test_pods_that_are_left_alone_say_why(manifest: str, outcome: str, words: st
     [sts] = own_manifest(manifest)
     pod = pod_of(sts, 0)
     decision = mutate(pod, SETTINGS, "kafka")
-    assert decision.outcome == outcome
-    assert words in decision.reason
-    assert decision.result == pod
+    assert_left_alone(pod, decision, outcome, words)
     assert bool(decision.warnings) == (outcome == "warned")
 
 
@@ -170,10 +172,7 @@ def test_invalid_host_is_refused_with_a_reason() -> None:
     settings = parse_settings({"hostTemplate": "{pod}_{ordinal}.{domain}"})
     [sts] = own_manifest("apache-kraft-env.yaml")
     pod = pod_of(sts, 0)
-    decision = mutate(pod, settings, "kafka")
-    assert decision.outcome == "warned"
-    assert "not a valid DNS name" in decision.reason
-    assert decision.result == pod
+    assert_left_alone(pod, mutate(pod, settings, "kafka"), "warned", "not a valid DNS name")
 
 
 def test_host_template_placeholders() -> None:

@@ -279,13 +279,18 @@ def test_webhook_common_settings(rendered: list[dict[str, Any]]) -> None:
     assert len(names) == len(set(names)) == 4
 
 
+def webhooks_for(docs: list[dict[str, Any]], resources: set[str]) -> list[dict[str, Any]]:
+    """The webhooks whose rules name exactly `resources`."""
+    return [
+        hook
+        for _kind, hook in webhooks(docs)
+        if {r for rule in hook["rules"] for r in rule["resources"]} == resources
+    ]
+
+
 def test_pod_webhooks_skip_non_kafka_pods_with_match_conditions(rendered: list[dict[str, Any]]) -> None:
-    seen = 0
-    for _kind, hook in webhooks(rendered):
-        resources = {r for rule in hook["rules"] for r in rule["resources"]}
-        if resources != {"pods"}:
-            continue
-        seen += 1
+    hooks = webhooks_for(rendered, {"pods"})
+    for hook in hooks:
         assert {op for rule in hook["rules"] for op in rule["operations"]} == {"CREATE"}
         (condition,) = hook["matchConditions"]
         expression = " ".join(condition["expression"].split())
@@ -297,23 +302,19 @@ def test_pod_webhooks_skip_non_kafka_pods_with_match_conditions(rendered: list[d
         for image in KAFKA_IMAGES:
             assert "kafka" in image or "cp-server" in image
         assert "objectSelector" not in hook
-    assert seen == 2
+    assert len(hooks) == 2
 
 
 def test_service_webhooks_skip_our_own_services(rendered: list[dict[str, Any]]) -> None:
-    seen = 0
-    for _kind, hook in webhooks(rendered):
-        resources = {r for rule in hook["rules"] for r in rule["resources"]}
-        if resources != {"services"}:
-            continue
-        seen += 1
+    hooks = webhooks_for(rendered, {"services"})
+    for hook in hooks:
         assert "matchConditions" not in hook, "every Service goes through"
         assert hook["objectSelector"] == {
             "matchExpressions": [
                 {"key": "app.kubernetes.io/managed-by", "operator": "NotIn", "values": ["kafka-expose"]}
             ]
         }
-    assert seen == 2
+    assert len(hooks) == 2
 
 
 def test_failure_policy_is_documented() -> None:
