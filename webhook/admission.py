@@ -28,6 +28,9 @@ from webhook.settings import Settings
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
 MAX_BODY_BYTES = 7 * 1024 * 1024  # what the API server itself accepts (controller-runtime's limit too)
+# Bounds the work one request can cause (a 7 MiB body of tiny values costs seconds and a GiB to
+# decode and walk); the biggest broker pod of the shared renders has about 700 values.
+MAX_JSON_VALUES = 100_000
 MAX_JSON_DEPTH = 100
 MAX_WARNING_CHARS = 256  # the API server may truncate longer warnings
 CONTENT_TYPES = ("application/json",)
@@ -158,7 +161,8 @@ def json_depth(body: bytes) -> int:
     strings do not count). Linear time, constant stack, C-speed passes: safe on hostile input.
 
     Escaped backslashes, then escaped quotes, are removed; the remaining quotes delimit strings, so
-    every other piece of the text split on quotes is outside strings."""
+    every other piece of the text split on quotes is outside strings. parse_review caps the commas
+    first, which bounds the number of strings and so the pieces of that split."""
     unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
     brackets = b"".join(unescaped.split(b'"')[::2]).translate(None, _NOT_BRACKETS)
     return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
@@ -169,6 +173,13 @@ def parse_review(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Review:
     check_size(len(body))
     if not body.strip():
         raise BadReview(400, "empty request body: expected an AdmissionReview", "not_json")
+    # Every value but the first follows a comma or opens a container (those characters inside strings
+    # count too: an upper bound), so this caps what decoding and walking the object can cost before
+    # anything is allocated.
+    values = body.count(b",") + body.count(b"[") + body.count(b"{") + 1
+    if values > MAX_JSON_VALUES:
+        reason = f"JSON of up to {values} values, over the limit of {MAX_JSON_VALUES}"
+        raise BadReview(400, reason, "too_many_values")
     depth = json_depth(body)
     if depth > max_depth:
         raise BadReview(400, f"JSON nested {depth} levels deep, over the limit of {max_depth}", "too_deep")
@@ -398,7 +409,7 @@ def patch_response(uid: str, operations: Sequence[Mapping[str, Any]]) -> Admissi
     """Allow with these JSONPatch operations (none: a plain allow)."""
     if not operations:
         return allowed(uid)
-    encoded = json.dumps(operations, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    encoded = _dumps(operations)
     return {
         "uid": uid,
         "allowed": True,
@@ -440,7 +451,15 @@ def review_response(review: Review | Mapping[str, Any], response: AdmissionRespo
 
 
 def encode(review: AdmissionReview) -> bytes:
-    return json.dumps(review, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _dumps(review)
+
+
+def _dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON; strings with lone surrogates (decoded from `\\udXXX` escapes) escaped."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
 # --- handlers -------------------------------------------------------------------------------------

@@ -71,9 +71,24 @@ class _Watched:
             except Exception:
                 log.exception("reload listener failed")
 
-    def _changed(self) -> tuple[FileStat, ...] | None:
+    def _take_change(self) -> bool:
+        """Whether the files changed since the last call (or the start); with the lock held."""
         current = stat_files(self.paths)
-        return None if current == self._stat else current
+        if current == self._stat:
+            return False
+        self._stat = current
+        return True
+
+    def _rejected(self, error: str, message: str, fields: dict[str, object]) -> bool:
+        """A reload failed and the previous value keeps serving: record, log and tell it; False."""
+        self.last_error = error
+        log.error(message, extra={"fields": fields})
+        self._notify(False, error)
+        return False
+
+    def _reloaded(self) -> None:
+        self.last_error = None
+        self.loaded_at = time.time()
 
 
 class SettingsStore(_Watched):
@@ -98,30 +113,19 @@ class SettingsStore(_Watched):
         if not self.path:
             return None
         with self._lock:
-            current = self._changed()
-            if current is None:
+            if not self._take_change():
                 return None
-            self._stat = current
             try:
                 settings = load_settings(self.path)
             except SettingsError as err:
-                self.last_error = "; ".join(err.problems)[:1000]
-                log.error(
+                return self._rejected(
+                    "; ".join(err.problems)[:1000],
                     "settings reload rejected, previous settings keep serving",
-                    extra={
-                        "fields": {
-                            "path": self.path,
-                            "problems": err.problems[:20],
-                            "version": self._settings.version,
-                        }
-                    },
+                    {"path": self.path, "problems": err.problems[:20], "version": self._settings.version},
                 )
-                self._notify(False, self.last_error)
-                return False
             previous = self._settings.version
             self._settings = settings
-            self.last_error = None
-            self.loaded_at = time.time()
+            self._reloaded()
         log.info(
             "settings reloaded",
             extra={"fields": {"path": self.path, "version": settings.version, "previous_version": previous}},
@@ -132,7 +136,7 @@ class SettingsStore(_Watched):
     def readiness(self) -> tuple[bool, str]:
         text = f"settings: version {self._settings.version}"
         if self.last_error:
-            text += f" (a newer file was rejected: {self.last_error})"
+            text += " (a newer file was rejected: see the log)"
         return True, text
 
 
@@ -209,31 +213,24 @@ class CertificateStore(_Watched):
     def reload_if_changed(self) -> bool | None:
         """None: nothing changed; True: reloaded; False: the new files are unusable (previous kept)."""
         with self._lock:
-            current = self._changed()
-            if current is None:
+            if not self._take_change():
                 return None
-            self._stat = current
             try:
                 loaded = build_server_context(self.cert_file, self.key_file, self.client_ca_file)
                 if self._clock() > loaded.not_after:
                     raise CertificateError(f"the new certificate expired at {loaded.not_after.isoformat()}")
             except CertificateError as err:
-                self.last_error = str(err)
-                log.error(
+                return self._rejected(
+                    str(err),
                     "certificate reload rejected, previous certificate keeps serving",
-                    extra={
-                        "fields": {
-                            "cert_file": self.cert_file,
-                            "error": self.last_error,
-                            "serving_not_after": self._current.not_after.isoformat(),
-                        }
+                    {
+                        "cert_file": self.cert_file,
+                        "error": str(err),
+                        "serving_not_after": self._current.not_after.isoformat(),
                     },
                 )
-                self._notify(False, self.last_error)
-                return False
             self._current = loaded
-            self.last_error = None
-            self.loaded_at = time.time()
+            self._reloaded()
         log.info(
             "certificate reloaded",
             extra={

@@ -205,10 +205,10 @@ def record(endpoint: Endpoint, review: Review, handled: Handled, duration: float
         metrics.ADMISSION_DRY_RUN.labels(endpoint).inc()
     fields: dict[str, Any] = {
         "endpoint": endpoint,
-        "uid": review.uid,
-        "namespace": review.namespace or _object_namespace(review),
-        "kind": review.kind,
-        "name": review.name,
+        "uid": review.uid[:128],
+        "namespace": (review.namespace or _object_namespace(review) or "")[:253] or None,
+        "kind": review.kind[:128],
+        "name": review.name[:253],
         "operation": review.operation,
         "outcome": handled.outcome,
         "allowed": handled.response["allowed"],

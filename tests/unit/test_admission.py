@@ -207,7 +207,12 @@ def test_depth_limit() -> None:
 
 
 def test_hostile_nesting_is_rejected_without_recursion_error() -> None:
+    # Past 100,000 containers the value cap answers first (before any work that grows with them).
     for payload in (nested(200_000), b"[" * 1_000_000, b'{"a":' * 300_000, b"[{" * 200_000):
+        err = _bad(payload)
+        assert err.status == 400
+        assert err.kind == "too_many_values"
+    for payload in (nested(150), b"[" * 5_000, b'{"a":' * 3_000, b"[{" * 2_000):
         err = _bad(payload)
         assert err.status == 400
         assert err.kind == "too_deep"

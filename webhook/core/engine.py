@@ -133,7 +133,8 @@ def pod_identity(obj: Mapping[str, Any], namespace: str | None) -> BrokerIdentit
     parts = split_pod_name(name)
     statefulset = owner["name"] if owner else (parts[0] if parts else None)
     ordinal = labels.get(POD_INDEX_LABEL)
-    index = int(ordinal) if ordinal is not None and ordinal.isdigit() else (parts[1] if parts else None)
+    decimal = ordinal is not None and ordinal.isascii() and ordinal.isdigit()
+    index = int(ordinal) if decimal and ordinal is not None else (parts[1] if parts else None)
     if statefulset is None or index is None:
         raise NotExposed(f"cannot tell the ordinal of pod {name!r}", warn=True)
     ns = namespace or metadata.get("namespace") or "default"
@@ -218,10 +219,9 @@ def expose(
         security_protocol=protocol or None,
         service_name=service_name(settings, identity) if concrete else "",
     )
-    labels = metadata.setdefault("labels", {})
+    labels = metadata["labels"] = str_map(metadata.get("labels"), "metadata.labels")
     labels[EXPOSED_LABEL] = "true"
-    annotations = metadata.setdefault("annotations", {})
-    str_map(annotations, "metadata.annotations")
+    annotations = metadata["annotations"] = str_map(metadata.get("annotations"), "metadata.annotations")
     annotations[PREFIX + "flavor"] = flavor.name
     annotations[PREFIX + "settings-version"] = settings.version
     if concrete:

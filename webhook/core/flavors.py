@@ -85,14 +85,17 @@ class PreparedFile:
     ) -> tuple[str, str, dict[str, Any]] | None:
         """(volume, file inside the volume, the chart's init container that prepares it)."""
         volumes = {
-            v.get("name"): v
+            v["name"]: v
             for v in (as_dict(v, "volumes[]") for v in as_list(spec.get("volumes"), "volumes"))
+            if isinstance(v.get("name"), str)
         }
         for mount in _mounts(container):
             path, sub_path, volume = mount.get("mountPath"), mount.get("subPath"), mount.get("name")
             if not isinstance(path, str) or not path.endswith("/server.properties"):
                 continue
-            if not isinstance(sub_path, str) or "emptyDir" not in volumes.get(volume, {}):
+            if not isinstance(sub_path, str) or not isinstance(volume, str):
+                continue
+            if "emptyDir" not in volumes.get(volume, {}):
                 continue
             for init in containers(spec, "initContainers"):
                 if init["name"] != INIT_CONTAINER and any(m.get("name") == volume for m in _mounts(init)):

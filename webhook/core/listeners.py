@@ -7,6 +7,7 @@ empty, an IPv6 literal in brackets, or a `$(VAR)`/`${VAR}` reference that the im
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -17,6 +18,8 @@ DEFAULT_PROTOCOL_MAP = (
     ("SASL_PLAINTEXT", "SASL_PLAINTEXT"),
     ("SASL_SSL", "SASL_SSL"),
 )
+# Kafka configs have a handful of listeners; far more is hostile input, refused before the work.
+MAX_ENTRIES = 1000
 _ENTRY_RE = re.compile(r"^(?P<name>[A-Za-z0-9_]+)://(?P<host>.*):(?P<port>[^:\]]+)$")
 
 
@@ -35,11 +38,17 @@ class Listener:
 
     @property
     def port_number(self) -> int | None:
-        return int(self.port) if self.port.isdigit() else None
+        return int(self.port) if self.port.isascii() and self.port.isdigit() else None
+
+
+def _check_entries(value: str) -> None:
+    if value.count(",") >= MAX_ENTRIES:
+        raise ListenerError(f"more than {MAX_ENTRIES} entries")
 
 
 def parse_listeners(value: str) -> list[Listener]:
     """Parse a listener list; raise ListenerError on an entry Kafka would refuse."""
+    _check_entries(value)
     listeners = []
     for raw in value.split(","):
         entry = raw.strip()
@@ -50,7 +59,7 @@ def parse_listeners(value: str) -> list[Listener]:
             raise ListenerError(f"listener entry {entry!r} is not NAME://host:port")
         listeners.append(Listener(match["name"].upper(), match["host"], match["port"]))
     names = [entry.name for entry in listeners]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicates:
         raise ListenerError(f"listener name(s) {', '.join(duplicates)} appear more than once")
     return listeners
@@ -61,6 +70,7 @@ def format_listeners(listeners: list[Listener]) -> str:
 
 
 def parse_protocol_map(value: str) -> list[tuple[str, str]]:
+    _check_entries(value)
     pairs = []
     for raw in value.split(","):
         entry = raw.strip()
@@ -94,7 +104,8 @@ def client_listener(
 ) -> str | None:
     """The listener clients use: CLIENT if present, else the first that is neither inter-broker nor a
     controller listener, else the inter-broker one (single-listener charts)."""
-    names = [entry.name for entry in advertised if entry.name not in controllers]
+    excluded = set(controllers)
+    names = [entry.name for entry in advertised if entry.name not in excluded]
     if "CLIENT" in names:
         return "CLIENT"
     others = [name for name in names if name != inter_broker]
