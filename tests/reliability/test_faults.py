@@ -52,15 +52,6 @@ def say(text: str) -> None:
 
 
 @pytest.fixture
-def webhook(control_plane: ControlPlane) -> Iterator[RegisteredWebhook]:
-    registered = RegisteredWebhook(control_plane.api_client()).start()
-    try:
-        yield registered
-    finally:
-        registered.stop()
-
-
-@pytest.fixture
 def controller(
     control_plane: ControlPlane, webhook: RegisteredWebhook, tmp_path: Path
 ) -> Iterator[ControllerProcess]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,15 +44,6 @@ FLAT_MIB = 4.0
 
 def say(line: str) -> None:
     sys.stderr.write(line + "\n")
-
-
-@pytest.fixture
-def webhook(control_plane: ControlPlane) -> Iterator[RegisteredWebhook]:
-    registered = RegisteredWebhook(control_plane.api_client()).start()
-    try:
-        yield registered
-    finally:
-        registered.stop()
 
 
 def test_brokers_created_concurrently_while_the_webhook_is_hammered(
