@@ -4,6 +4,7 @@ broker will really advertise once its image has evaluated env, shell command and
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from imagesim import evaluate
 from podfactory import load_render, pod_from_statefulset, render_names, statefulsets
 
 from webhook.core import Decision, mutate
+from webhook.core.podspec import literal_env, set_env_value
 from webhook.core.services import broker_service
 from webhook.settings import Settings, parse_settings
 
@@ -91,6 +93,62 @@ def test_engine_is_idempotent_on_every_object_of_every_render(render: str) -> No
         second = mutate(first.result, SETTINGS, "kafka")
         assert second.result == first.result
         assert second.outcome in ("unchanged", "skipped", "warned")
+
+
+def _every_input() -> list[tuple[str, dict[str, Any]]]:
+    """Every object of every render and of our own manifests, with the pods of every StatefulSet."""
+    named = [(render, docs) for render in render_names() for docs in [load_render(render)]]
+    named += [(manifest, own_manifest(manifest)) for manifest in OWN_MANIFESTS]
+    inputs = []
+    for name, docs in named:
+        for obj in docs:
+            inputs.append((f"{name} {obj.get('kind')} {obj['metadata'].get('name')}", obj))
+            if obj.get("kind") == "StatefulSet":
+                replicas = obj["spec"].get("replicas", 1)
+                inputs += [(f"{name} pod {i}", pod_of(obj, i)) for i in range(replicas)]
+    return inputs
+
+
+OWN_MANIFESTS = [
+    "apache-kraft-env.yaml",
+    "bitnami-legacy-env-sasl.yaml",
+    "confluent-env-existing-external.yaml",
+    "not-kafka.yaml",
+    "unknown-layout.yaml",
+]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [SETTINGS, parse_settings({"onExistingListener": "keep", "listener": {"securityProtocol": "SSL"}})],
+    ids=["default", "keep-ssl"],
+)
+def test_the_engine_never_edits_its_input(settings: Settings) -> None:
+    """The result shares what did not change with the input (copy-on-write): the input, which the
+    webhook diffs against, must come out exactly as it went in, and so must a result passed again."""
+    mutated = 0
+    for name, obj in _every_input():
+        before = json.dumps(obj)
+        decision = mutate(obj, settings, "kafka")
+        assert json.dumps(obj) == before, f"{name}: the engine edited its input"
+        after_first = json.dumps(decision.result)
+        mutate(decision.result, settings, "kafka")
+        assert json.dumps(decision.result) == after_first, f"{name}: the engine edited a result"
+        mutated += decision.outcome == "mutated"
+    assert mutated >= 20  # pods, templates and Services of every flavor went through a real edit
+
+
+def test_an_env_var_set_twice_is_edited_where_kubernetes_reads_it() -> None:
+    """Kubernetes lets the last entry of a duplicated env var win: that is the one to edit."""
+    container = {
+        "env": [{"name": "A", "value": "first"}, {"name": "B", "value": "b"}, {"name": "A", "value": "last"}]
+    }
+    original = json.dumps(container)
+    edited = dict(container)
+    set_env_value(edited, "A", "new")
+    assert [e["value"] for e in edited["env"]] == ["first", "b", "new"]
+    assert literal_env(edited, "A") == "new"
+    assert json.dumps(container) == original  # copy-on-write
 
 
 def test_external_lb_render_replaces_the_charts_own_external_listener() -> None:

@@ -4,6 +4,7 @@ the run-time edit (the awk program, run for real by `sh`)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -82,7 +83,9 @@ def statefulset(layout: dict[str, Any]) -> dict[str, Any]:
 @given(layouts())
 def test_any_layout_keeps_its_listeners_and_is_idempotent(layout: dict[str, Any]) -> None:
     pod = pod_from_statefulset(statefulset(layout), 0, "kafka")
+    before = json.dumps(pod)
     first = mutate(pod, SETTINGS, "kafka")
+    assert json.dumps(pod) == before  # copy-on-write: the input is never edited
     assert first.outcome in ("mutated", "warned"), first.reason
     if first.outcome == "warned":
         assert first.result == pod

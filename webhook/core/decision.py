@@ -36,6 +36,9 @@ class BrokerPlan:
 
 @dataclass(frozen=True)
 class Decision:
+    """`result` shares the parts the engine did not change with the input object (copy-on-write):
+    read it, or copy it before editing it."""
+
     kind: str
     outcome: Outcome
     result: dict[str, Any]

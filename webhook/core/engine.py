@@ -26,6 +26,7 @@ from webhook.core.podspec import (
     as_str,
     containers,
     copy_json,
+    editable_pod,
     literal_env,
     ports,
     set_container_port,
@@ -72,7 +73,7 @@ def _unchanged(obj: Mapping[str, Any], outcome: Outcome, reason: str, warn: bool
     return Decision(
         kind=str(obj.get("kind", "")) if isinstance(obj, Mapping) else "",
         outcome=outcome,
-        result=copy_json(dict(obj)) if isinstance(obj, Mapping) else {},
+        result=dict(obj) if isinstance(obj, Mapping) else {},  # shares its values with obj: read only
         reason=reason,
         warnings=(reason,) if warn else (),
     )
@@ -166,13 +167,15 @@ def expose(
     settings: Settings,
     identity: BrokerIdentity,
     concrete: bool,
+    broker: Broker | None = None,
 ) -> BrokerPlan:
-    """Edit a pod's (or pod template's) metadata and spec in place; raise NotExposed with the reason.
+    """Edit a pod's (or pod template's) metadata and spec, by assigning new values to their fields
+    (copy-on-write, see podspec.editable_pod); raise NotExposed with the reason.
 
     `concrete`: a real Pod (its host is checked and recorded); otherwise a StatefulSet template whose
-    host is checked for every ordinal by the caller.
+    host is checked for every ordinal by the caller. `broker`: the caller's find_broker of the same pod.
     """
-    broker = find_broker(metadata, spec, settings)
+    broker = broker or find_broker(metadata, spec, settings)
     if broker is None:
         raise NotExposed("no Kafka broker container", warn=False)
     container = containers(spec)[broker.container_index]
@@ -219,9 +222,9 @@ def expose(
         security_protocol=protocol or None,
         service_name=service_name(settings, identity) if concrete else "",
     )
-    labels = metadata["labels"] = str_map(metadata.get("labels"), "metadata.labels")
-    labels[EXPOSED_LABEL] = "true"
-    annotations = metadata["annotations"] = str_map(metadata.get("annotations"), "metadata.annotations")
+    # new maps, not edits of the old ones (see podspec.editable_pod)
+    metadata["labels"] = {**str_map(metadata.get("labels"), "metadata.labels"), EXPOSED_LABEL: "true"}
+    annotations = metadata["annotations"] = dict(str_map(metadata.get("annotations"), "metadata.annotations"))
     annotations[PREFIX + "flavor"] = flavor.name
     annotations[PREFIX + "settings-version"] = settings.version
     if concrete:
@@ -235,15 +238,16 @@ def expose(
 def _mutate_pod(obj: Mapping[str, Any], settings: Settings, namespace: str | None) -> Decision:
     try:
         metadata_in = as_dict(obj.get("metadata"), "metadata")
-        if find_broker(metadata_in, as_dict(obj.get("spec"), "spec"), settings) is None:
+        broker = find_broker(metadata_in, as_dict(obj.get("spec"), "spec"), settings)
+        if broker is None:
             return _unchanged(obj, "skipped", "no Kafka broker container")
         identity = pod_identity(obj, namespace)
         if identity is None:
             return _unchanged(obj, "skipped", "not a StatefulSet pod")
-        result = copy_json(dict(obj))
+        result = editable_pod(obj, broker.container_index)
         metadata = as_dict(result.get("metadata"), "metadata")
         spec = as_dict(result.get("spec"), "spec")
-        plan = expose(metadata, spec, settings, identity, concrete=True)
+        plan = expose(metadata, spec, settings, identity, concrete=True, broker=broker)
     except (NotExposed, HostError) as err:
         warn = err.warn if isinstance(err, NotExposed) else True
         reason = err.reason if isinstance(err, NotExposed) else str(err)

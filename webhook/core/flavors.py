@@ -64,7 +64,9 @@ class Flavor(Protocol):
     def detect(self, spec: dict[str, Any], container: dict[str, Any], family: Family) -> bool: ...
 
     def apply(self, spec: dict[str, Any], container: dict[str, Any], family: Family, listen: Listen) -> str:
-        """Edit `spec` (a copy) in place; return the security protocol ('' if decided at run time)."""
+        """Edit `spec` and `container` (copies) by assigning new values to their fields, never by
+        editing a value in place (it may be shared with the input: see podspec.editable_pod);
+        return the security protocol ('' if decided at run time)."""
         ...
 
 
@@ -84,18 +86,14 @@ class PreparedFile:
         self, spec: dict[str, Any], container: dict[str, Any]
     ) -> tuple[str, str, dict[str, Any]] | None:
         """(volume, file inside the volume, the chart's init container that prepares it)."""
-        volumes = {
-            v["name"]: v
-            for v in (as_dict(v, "volumes[]") for v in as_list(spec.get("volumes"), "volumes"))
-            if isinstance(v.get("name"), str)
-        }
         for mount in _mounts(container):
             path, sub_path, volume = mount.get("mountPath"), mount.get("subPath"), mount.get("name")
             if not isinstance(path, str) or not path.endswith("/server.properties"):
                 continue
             if not isinstance(sub_path, str) or not isinstance(volume, str):
                 continue
-            if "emptyDir" not in volumes.get(volume, {}):
+            volumes = (as_dict(v, "volumes[]") for v in as_list(spec.get("volumes"), "volumes"))
+            if not any(v.get("name") == volume and "emptyDir" in v for v in volumes):
                 continue
             for init in containers(spec, "initContainers"):
                 if init["name"] != INIT_CONTAINER and any(m.get("name") == volume for m in _mounts(init)):
@@ -128,17 +126,19 @@ class PreparedFile:
         return listen.security_protocol or ""
 
 
-def _shell_script(container: dict[str, Any]) -> tuple[list[Any], int] | None:
-    """(the list holding the `sh -c` script, its index), from command and args together."""
+def _shell_script(container: dict[str, Any]) -> tuple[str, int, str] | None:
+    """(the field holding the `sh -c` script, its index there, the script), from command and args
+    together."""
     command = as_list(container.get("command"), "command")
     args = as_list(container.get("args"), "args")
     words = [*command, *args]
     if not words or not isinstance(words[0], str) or posixpath.basename(words[0]) not in _SHELLS:
         return None
     for index, word in enumerate(words[:-1]):
-        if isinstance(word, str) and _C_FLAG.match(word) and isinstance(words[index + 1], str):
+        script = words[index + 1]
+        if isinstance(word, str) and _C_FLAG.match(word) and isinstance(script, str):
             at = index + 1
-            return (command, at) if at < len(command) else (args, at - len(command))
+            return ("command", at, script) if at < len(command) else ("args", at - len(command), script)
     return None
 
 
@@ -159,19 +159,20 @@ class ShellExport:
 
     def detect(self, spec: dict[str, Any], container: dict[str, Any], family: Family) -> bool:
         found = _shell_script(container)
-        return found is not None and _exec_position(found[0][found[1]], family) is not None
+        return found is not None and _exec_position(found[2], family) is not None
 
     def apply(self, spec: dict[str, Any], container: dict[str, Any], family: Family, listen: Listen) -> str:
         found = _shell_script(container)
         if found is None:
             raise ShapeError("shell command vanished")
-        words, index = found
-        script: str = words[index]
+        field, index, script = found
         if EVAL_HOOK not in script:
             at = _exec_position(script, family)
             if at is None:
                 raise ShapeError("exec of the run script vanished")
+            words = list(container[field])  # a new list: the container's own may be the input's
             words[index] = script[:at] + EVAL_HOOK + script[at:]
+            container[field] = words
         set_env_front(
             container,
             [
@@ -231,7 +232,7 @@ def _copy_listener_settings(container: dict[str, Any], family: Family, source: s
     """listener.name.<client>.* (SASL mechanisms, JAAS, SSL) -> listener.name.<external>.*"""
     source_prefix = family.env_name(f"listener.name.{source.lower()}.")
     target_prefix = family.env_name(f"listener.name.{target.lower()}.")
-    entries = env_list(container)
+    entries = list(env_list(container))
     present = {entry["name"] for entry in entries}
     for entry in list(entries):
         if entry["name"].startswith(source_prefix):
