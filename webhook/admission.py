@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import marshal
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from itertools import accumulate
 from typing import Any, Literal, NotRequired, TypedDict
 
 import jsonpatch
+import orjson
 
 from webhook.core import Decision
 from webhook.core import mutate as core_mutate
@@ -188,12 +190,29 @@ def parse_review(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Review:
     except UnicodeDecodeError as err:
         raise BadReview(400, f"body is not UTF-8 (byte {err.start})", "not_json") from None
     try:
-        document = json.loads(text)
+        document = _DECODER.decode(text)
     except RecursionError:
         raise BadReview(400, f"JSON nested over the limit of {max_depth} levels", "too_deep") from None
     except ValueError as err:
         raise BadReview(400, f"body is not JSON: {err}", "not_json") from None
     return review_from_document(document)
+
+
+def _not_a_number(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return number
+
+
+# Strict like the API server's Go decoder: no NaN or Infinity, no number that overflows to infinity
+# (orjson would encode it as null in a patch). Integers keep their exact value, however long, and
+# escaped lone surrogates their code point: the patch must be made against the object as received.
+_DECODER = json.JSONDecoder(parse_constant=_not_a_number, parse_float=_finite)
 
 
 def review_from_document(document: Any) -> Review:
@@ -458,10 +477,13 @@ def encode(review: AdmissionReview) -> bytes:
 
 
 def _dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON; strings with lone surrogates (decoded from `\\udXXX` escapes) escaped."""
+    """Compact UTF-8 JSON, by orjson: the patch carries the runtime script (6 KB of quotes and
+    backslashes to escape), which the standard library took 60 us a request to encode, orjson 4.
+    What orjson refuses, a lone surrogate (decoded from a `\\udXXX` escape) or an integer beyond 64
+    bits kept from the request, the standard library encodes, escaped to ASCII."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError
         return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 

@@ -13,6 +13,8 @@ import time
 from collections.abc import Mapping
 from typing import IO, Any
 
+import orjson
+
 ADMISSION_LOGGER = "kafka_expose.admission"
 
 
@@ -34,7 +36,10 @@ class JsonFormatter(logging.Formatter):
             error = record.exc_info[1]
             entry["error"] = f"{type(error).__name__}: {' '.join(str(error).split())}"[:1000]
             entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, separators=(",", ":"), ensure_ascii=False)
+        try:
+            return orjson.dumps(entry, default=str).decode("utf-8")  # one line per admission: keep it cheap
+        except TypeError:  # a lone surrogate in a name from the request: escaped by the standard library
+            return json.dumps(entry, default=str, separators=(",", ":"))
 
 
 def _timestamp(created: float) -> str:

@@ -127,6 +127,10 @@ _DROP = object()
         (b"not json", "not JSON"),
         (b'{"apiVersion": ', "not JSON"),
         (b"\xff\xfe{}", "UTF-8"),
+        # what Go's encoding/json (the API server's) refuses too; orjson would write inf as null
+        (b'{"kind": "AdmissionReview", "x": NaN}', "NaN is not a JSON number"),
+        (b'{"kind": "AdmissionReview", "x": -Infinity}', "-Infinity is not a JSON number"),
+        (b'{"kind": "AdmissionReview", "x": 1e999}', "1e999 is out of range"),
         ([], "array"),
         ("AdmissionReview", "string"),
         (None, "null"),
@@ -423,6 +427,22 @@ def test_the_patch_is_made_against_the_object_exactly_as_received() -> None:
     patched = jsonpatch.apply_patch(as_received, decode_patch(handled.response))
     assert patched == mutate(json.loads(received)["request"]["object"], SETTINGS, "kafka").result
     assert patched != as_received
+
+
+def test_values_orjson_cannot_encode_still_give_an_exact_patch() -> None:
+    """A lone surrogate and an integer beyond 64 bits, copied into the patch from the request, are
+    encoded by the standard library instead (escaped): the patch still gives exactly the result."""
+    pod = broker_pod()
+    preparer = pod["spec"]["initContainers"][0]
+    preparer["securityContext"] = {**preparer.get("securityContext", {}), "runAsUser": 10**30}
+    pod["metadata"]["annotations"] = {"note": "\ud800 lone"}
+    received = json.dumps(podfactory.admission_review(pod)).encode("ascii")
+    handled = admission.mutate_review(parse_review(received), SETTINGS)
+    operations = decode_patch(handled.response)
+    [ours] = [op for op in operations if op["path"] == "/spec/initContainers/1"]
+    assert ours["value"]["securityContext"]["runAsUser"] == 10**30
+    as_received = json.loads(received)["request"]["object"]
+    assert jsonpatch.apply_patch(as_received, operations) == mutate(as_received, SETTINGS, "kafka").result
 
 
 @pytest.mark.parametrize("outcome", ["unchanged", "skipped"])
