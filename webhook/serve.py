@@ -27,6 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, metavar="N", help="worker processes (default: 2)")
     parser.add_argument("--threads", type=int, default=4, metavar="N", help="threads per worker (default: 4)")
     parser.add_argument(
+        "--max-requests-per-connection",
+        type=int,
+        default=None,
+        metavar="N",
+        help="close a kept-alive connection after N requests so that load spreads over the workers "
+        "(default: 100; 0: never)",
+    )
+    parser.add_argument(
         "--client-ca", metavar="FILE", help="require client certificates signed by this CA (the API server's)"
     )
     parser.add_argument(
@@ -88,8 +96,11 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.threads < 1:
         log.error("--workers and --threads must be at least 1")
         return 2
+    if args.max_requests_per_connection is not None and args.max_requests_per_connection < 0:
+        log.error("--max-requests-per-connection must be 0 (never close) or more")
+        return 2
 
-    from webhook.gunicorn_conf import Runtime, gunicorn_options
+    from webhook.gunicorn_conf import MAX_REQUESTS_PER_CONNECTION, Runtime, gunicorn_options
 
     noop = bool(args.noop) or os.environ.get(NOOP_ENV, "").lower() in ("1", "true", "yes")
     runtime = Runtime(
@@ -107,6 +118,11 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         threads=args.threads,
         log_level=args.log_level,
+        max_requests_per_connection=(
+            MAX_REQUESTS_PER_CONNECTION
+            if args.max_requests_per_connection is None
+            else args.max_requests_per_connection
+        ),
     )
     created_dir = _prepare_multiprocess_dir()
     arbiter_pid = os.getpid()

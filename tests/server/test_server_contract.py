@@ -14,6 +14,7 @@ import pytest
 from tests import podfactory
 from tests.server.harness import DEFAULT_SETTINGS, WebhookServer
 from webhook.core import mutate
+from webhook.gunicorn_conf import MAX_REQUESTS_PER_CONNECTION
 from webhook.settings import load_settings_text
 
 pytestmark = pytest.mark.unit
@@ -73,6 +74,24 @@ def test_every_render_on_one_keepalive_connection(server: WebhookServer) -> None
                 check_contract(doc, server.review(doc, conn=conn), "kafka")
                 sockets.add(id(conn.sock))
         assert len(sockets) == 1  # the connection was never closed by the server
+    finally:
+        conn.close()
+
+
+def test_a_connection_is_closed_after_its_100th_request_and_says_so(server: WebhookServer) -> None:
+    """Kept-alive connections are recycled (MAX_REQUESTS_PER_CONNECTION) so load spreads over the
+    workers; the last response says `Connection: close`, so no request is sent into the close."""
+    doc = podfactory.admission_review(podfactory.broker_pods(podfactory.render_names()[0], "kafka")[0])
+    conn = server.connection()
+    try:
+        for number in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
+            status, headers, _ = server.request("GET", "/healthz", conn=conn)
+            assert status == 200
+            assert headers["connection"] == (
+                "close" if number == MAX_REQUESTS_PER_CONNECTION else "keep-alive"
+            )
+        assert conn.sock is None  # http.client saw the close
+        check_contract(doc, server.review(doc, conn=conn), "kafka")  # on a new connection
     finally:
         conn.close()
 
