@@ -214,6 +214,11 @@ def _info(obj: Mapping[str, Any]) -> tuple[str, NamespaceInfo]:
     )
 
 
+MISSING_SECONDS = 30.0  # a namespace a direct read did not find, unless the watch adds it sooner
+FAILED_SECONDS = 5.0  # a namespace that could not be read (API server down or busy)
+MAX_UNREADABLE = 1000
+
+
 class NamespaceCache:
     """Namespaces (labels, annotations) from a watch, and the LoadBalancer count for the cap.
 
@@ -242,6 +247,8 @@ class NamespaceCache:
         self.retry_seconds = retry_seconds
         self._clock = clock
         self._namespaces: dict[str, NamespaceInfo] = {}
+        # names a direct read did not find (or could not read): name -> until when that answer stands
+        self._unreadable: dict[str, float] = {}
         self._lock = threading.Lock()
         self._namespace_locks: dict[str, threading.Lock] = {}
         self._reserved: dict[str, dict[str, float]] = {}
@@ -300,6 +307,7 @@ class NamespaceCache:
                 fresh = dict(_info(item) for item in items)
                 with self._lock:
                     self._namespaces = fresh
+                    self._unreadable.clear()
                 self.synced.set()
                 self._watch(version)
             except Exception as err:
@@ -323,26 +331,44 @@ class NamespaceCache:
                     self._namespaces.pop(name, None)
                 else:
                     self._namespaces[name] = info
+                    self._unreadable.pop(name, None)
 
     # --- namespaces ---
 
     def namespace(self, name: str) -> NamespaceInfo | None:
-        """The namespace's labels and annotations; read directly when the watch has not seen it yet."""
+        """The namespace's labels and annotations; read directly when the watch has not seen it yet.
+
+        A read that finds nothing is remembered for MISSING_SECONDS (the watch's ADDED event ends it
+        sooner) and a failed one for FAILED_SECONDS: else every request naming that namespace would
+        wait for an API round trip, and one at a time for a timeout while the API server is down
+        (measured: the load test's client, in a namespace that does not exist, saw p99 of 100 ms
+        while the API server was busy)."""
+        now = self._clock()
         with self._lock:
             info = self._namespaces.get(name)
+            if info is None and self._unreadable.get(name, now) > now:
+                return None
         if info is not None:
             return info
         try:
             obj = self.reader.read_namespace(name)
         except Exception as err:
             log.warning("cannot read namespace", extra={"fields": {"namespace": name, "error": str(err)}})
+            self._remember_unreadable(name, now + FAILED_SECONDS)
             return None
         if obj is None:
+            self._remember_unreadable(name, now + MISSING_SECONDS)
             return None
         _, info = _info(obj)
         with self._lock:
             self._namespaces.setdefault(name, info)
         return info
+
+    def _remember_unreadable(self, name: str, until: float) -> None:
+        with self._lock:
+            if len(self._unreadable) >= MAX_UNREADABLE:  # names come from requests: bounded
+                self._unreadable.clear()
+            self._unreadable[name] = until
 
     def annotations(self, name: str) -> Mapping[str, str] | None:
         info = self.namespace(name)

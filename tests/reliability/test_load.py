@@ -3,8 +3,7 @@ while an open-loop client hammers the webhook at 200 req/s.
 
 Every pod is admitted and exposed (label, annotation, the listener in the env the broker reads) and
 gets exactly one LoadBalancer Service owned by its StatefulSet; the hammering client's p99 stays
-under 10 ms (on 4 CPUs or more; on fewer, where the control plane shares the webhook's CPUs, no
-request comes near the API server's 5 s timeout); no webhook worker restarts; the controller's memory stays flat when unrelated pods are
+under 10 ms; no webhook worker restarts; the controller's memory stays flat when unrelated pods are
 added. Reduced here (60 brokers in 6 namespaces, 1,000 unrelated pods: about a minute); the full
 200-broker scenario is bench/load.py (`make load`). Sizes: KAFKA_EXPOSE_LOAD_NAMESPACES,
 KAFKA_EXPOSE_LOAD_PER_NAMESPACE, KAFKA_EXPOSE_LOAD_UNRELATED.
@@ -30,12 +29,9 @@ PER_NAMESPACE = int(os.environ.get("KAFKA_EXPOSE_LOAD_PER_NAMESPACE", "10"))
 UNRELATED = int(os.environ.get("KAFKA_EXPOSE_LOAD_UNRELATED", "1000"))
 RATE = 200.0
 P99_SECONDS = 0.010
-# The webhook alone meets the target on this 2-CPU machine (p99 about 4 ms at 200 req/s). With
-# fewer CPUs than this, kube-apiserver, etcd, kube-controller-manager and the controller share
-# them with the webhook and its client: while the pods are created both CPUs are busy and the
-# client's requests queue (p99 of some hundred ms here). There the test checks that no request
-# came near the API server's timeout (timeoutSeconds: 5) and prints the figures.
-CPUS_FOR_THE_TARGET = 4
+# On this 2-CPU machine kube-apiserver, etcd and kube-controller-manager share the CPUs with the
+# webhook and its client; the scenario gives those two the CPU first (loadkit.isolate), as their own
+# machines would. Measured: p99 about 5 ms for 60 brokers, 6 ms for 200 (`make load`).
 TIMEOUT_SECONDS = 5.0
 # "Flat": 1,000 pods the controller never receives (its pod watch selects the exposed label) may
 # not grow it by more than allocator noise.
@@ -73,8 +69,7 @@ def test_brokers_created_concurrently_while_the_webhook_is_hammered(
     assert figures.exposure.services == figures.brokers == NAMESPACES * PER_NAMESPACE
     assert figures.hammer is not None
     assert figures.hammer.errors == 0, figures.hammer.error_samples
-    if (os.cpu_count() or 1) >= CPUS_FOR_THE_TARGET:
-        assert figures.hammer.percentile(0.99) < P99_SECONDS, figures.hammer_split()
+    assert figures.hammer.percentile(0.99) < P99_SECONDS, figures.hammer_split()
     assert max(figures.hammer.latencies) < TIMEOUT_SECONDS, figures.hammer.summary()
     assert controller_alive
     assert events["Booting worker"] == webhook.server.workers, events

@@ -33,6 +33,8 @@ from webhook.core.policy import (
 from webhook.namespaces import (
     CLOUD_ANNOTATION,
     DOMAIN_ANNOTATION,
+    FAILED_SECONDS,
+    MISSING_SECONDS,
     NamespaceCache,
     NamespaceMutate,
     PolicyHook,
@@ -627,6 +629,45 @@ def test_cache_reads_unknown_namespaces_and_follows_the_watch() -> None:
         assert info is not None and info.labels == {"l": "v"}
     finally:
         cache.stop()
+
+
+def test_a_namespace_not_found_is_not_read_again_for_every_request() -> None:
+    now = [100.0]
+    reader = FakeReader({})
+    cache = NamespaceCache(reader, clock=lambda: now[0])
+    for _ in range(50):
+        assert cache.annotations("ghost") is None
+    assert reader.reads == ["ghost"]  # one API read, not one per admission
+    now[0] += MISSING_SECONDS + 1
+    assert cache.annotations("ghost") is None
+    assert reader.reads == ["ghost", "ghost"]  # remembered for a while only
+    # the watch telling of the namespace ends it at once
+    reader.namespaces["ghost"] = {DOMAIN_ANNOTATION: "ghost.kafka.example.com"}
+    reader.events = [{"type": "ADDED", "object": reader._ns("ghost")}]
+    cache.start()
+    try:
+        assert cache.synced.wait(5)
+        assert cache.annotations("ghost") == {DOMAIN_ANNOTATION: "ghost.kafka.example.com"}
+    finally:
+        cache.stop()
+
+
+def test_a_namespace_that_cannot_be_read_is_retried_after_a_few_seconds() -> None:
+    now = [100.0]
+
+    class Failing(FakeReader):
+        def read_namespace(self, name: str) -> dict[str, Any] | None:
+            self.reads.append(name)
+            raise ConnectionError("apiserver away")
+
+    reader = Failing()
+    cache = NamespaceCache(reader, clock=lambda: now[0])
+    assert cache.annotations("kafka") is None
+    assert cache.annotations("kafka") is None
+    assert reader.reads == ["kafka"]  # the next requests do not each wait for a timeout
+    now[0] += FAILED_SECONDS + 0.1
+    assert cache.annotations("kafka") is None
+    assert reader.reads == ["kafka", "kafka"]
 
 
 def test_count_includes_reservations_until_listed_or_expired() -> None:
