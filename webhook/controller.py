@@ -383,12 +383,18 @@ class Reconciler:
         from webhook.core.reconcile import NamespaceState, is_opted_in, plan_namespace
         from webhook.core.services import is_managed
         from webhook.kube import ApiError, Kube
+        from webhook.namespaces import settings_for_namespace
 
-        settings = self.settings.settings
         namespace_obj = self.kube.get(Kube.path("v1", "namespaces", name=namespace))
         if namespace_obj is None or (namespace_obj.get("metadata") or {}).get("deletionTimestamp"):
             self.pending.pop(namespace, None)
             return None  # gone or going: the namespace controller deletes what is in it
+        # The namespace's allowed overrides (kafka-expose.io/cloud, .../domain), as the webhook applies
+        # them to its pods; a refused one keeps the platform default (the webhook warns about it).
+        annotations = (namespace_obj.get("metadata") or {}).get("annotations")
+        settings, _refused = settings_for_namespace(
+            self.settings.settings, annotations if isinstance(annotations, dict) else None, namespace
+        )
         opted_in = is_opted_in(namespace_obj)
         services, _ = self.kube.list_all(Kube.path("v1", "services", namespace))
         if not opted_in and not any(is_managed(s) for s in services):

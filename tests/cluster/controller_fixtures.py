@@ -52,6 +52,9 @@ loadBalancer:
   sourceRanges: [10.0.0.0/8]
 controller:
   resyncSeconds: {RESYNC_SECONDS}
+policy:
+  namespaceOverrides:
+    allowedClouds: [gke]
 """
 
 

@@ -462,6 +462,32 @@ def test_a_namespace_opting_out_loses_its_services(
     exactly(api, ns, 2)
 
 
+def test_a_namespace_cloud_override_shapes_its_load_balancers(
+    control_plane: ControlPlane,
+    api: kubernetes.client.ApiClient,
+    controller: Controller,
+    namespaces: list[str],
+) -> None:
+    """A namespace may ask for another cloud preset within policy.namespaceOverrides.allowedClouds
+    (here gke): its Services get that preset's internal-LB annotation, as the webhook's decisions for
+    its pods do. A cloud the policy does not allow (azure) keeps the platform's (aws)."""
+    core = kubernetes.client.CoreV1Api(api)
+    gke = new_namespace(api, namespaces, "ctl-gke")
+    core.patch_namespace(gke, {"metadata": {"annotations": {"kafka-expose.io/cloud": "gke"}}})
+    refused = new_namespace(api, namespaces, "ctl-azure")
+    core.patch_namespace(refused, {"metadata": {"annotations": {"kafka-expose.io/cloud": "azure"}}})
+    create_objects(
+        control_plane, [broker_statefulset(gke, replicas=1), broker_statefulset(refused, replicas=1)]
+    )
+    [overridden] = exactly(api, gke, 1).values()
+    annotations = overridden["metadata"]["annotations"]
+    assert annotations["networking.gke.io/load-balancer-type"] == "Internal"
+    assert AWS_INTERNAL not in annotations
+    [kept] = exactly(api, refused, 1).values()
+    assert kept["metadata"]["annotations"][AWS_INTERNAL] == "true"
+    assert "service.beta.kubernetes.io/azure-load-balancer-internal" not in kept["metadata"]["annotations"]
+
+
 # ------------------------------------------------------------------------------------------ address
 
 
