@@ -111,6 +111,11 @@ class Metrics:
             "Service names taken by an object kafka-expose did not create (each counted once).",
             registry=self.registry,
         )
+        self.unexposed = Counter(
+            "kafka_expose_controller_unexposed_brokers",
+            "Broker pods found running without kafka-expose in an opted-in namespace (each counted once).",
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "kafka_expose_controller_leader", "1 while this replica leads, else 0.", registry=self.registry
         )
@@ -377,10 +382,16 @@ class Reconciler:
         self.clock = clock
         self.pending: dict[str, dict[str, float]] = {}
         self._counted_conflicts: set[tuple[str, str, str | None]] = set()
+        self._reported_unexposed: set[str | None] = set()
 
     def reconcile(self, namespace: str) -> float | None:
         """Make `namespace` match the plan; the delay after which to look again, if any."""
-        from webhook.core.reconcile import NamespaceState, is_opted_in, plan_namespace
+        from webhook.core.reconcile import (
+            NamespaceState,
+            is_opted_in,
+            plan_namespace,
+            unexposed_pod_selectors,
+        )
         from webhook.core.services import is_managed
         from webhook.kube import ApiError, Kube
         from webhook.namespaces import settings_for_namespace
@@ -404,6 +415,11 @@ class Reconciler:
             Kube.path("v1", "pods", namespace), label_selector="kafka-expose.io/exposed=true"
         )
         statefulsets, _ = self.kube.list_all(Kube.path("apps/v1", "statefulsets", namespace))
+        unexposed: list[dict[str, Any]] = []
+        if opted_in:  # only broker StatefulSets' pods, so unrelated pods never reach this process
+            for selector in unexposed_pod_selectors(statefulsets, settings, namespace).values():
+                found, _ = self.kube.list_all(Kube.path("v1", "pods", namespace), label_selector=selector)
+                unexposed.extend(found)
         state = NamespaceState(
             namespace=namespace,
             opted_in=opted_in,
@@ -412,6 +428,7 @@ class Reconciler:
             services=services,
             pending_deletions=self.pending.get(namespace, {}),
             now=self.clock(),
+            unexposed_pods=unexposed,
         )
         plan = plan_namespace(state, settings)
         self.pending[namespace] = plan.pending_deletions
@@ -588,6 +605,17 @@ class Reconciler:
 
     def _chart_lb(self, action: Action, owner: Mapping[str, Any] | None) -> None:
         self._event(owner, "Normal", "ChartLoadBalancer", action.reason)
+
+    def _unexposed(self, action: Action, owner: Mapping[str, Any] | None) -> None:
+        """Said once per pod (its uid): a Warning Event on the StatefulSet, a log line, a metric."""
+        if action.pod_uid in self._reported_unexposed:
+            return
+        if len(self._reported_unexposed) >= 10_000:  # pods come and go: keep the memory bounded
+            self._reported_unexposed.clear()
+        self._reported_unexposed.add(action.pod_uid)
+        self.metrics.unexposed.inc()
+        log.warning(action.reason, extra={"fields": {"namespace": action.namespace, "pod": action.pod}})
+        self._event(owner, "Warning", "BrokerNotExposed", action.reason)
 
     def _immutable_kept(self, action: Action, owner: Mapping[str, Any] | None) -> None:
         self._event(owner, "Warning", "ImmutableSettingsChanged", action.reason)

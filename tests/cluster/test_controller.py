@@ -8,6 +8,7 @@ makes them Ready. The controller runs with a 4 s Lease and a 5 s resync.
 from __future__ import annotations
 
 import contextlib
+import copy
 import socket
 import time
 from collections.abc import Iterator
@@ -43,7 +44,7 @@ from tests.cluster.controller_fixtures import (
     selected_pods,
 )
 from tests.controlplane import ControlPlane, NodeAgentStandIn, wait_for
-from tests.podfactory import pod_from_statefulset
+from tests.podfactory import load_render, pod_from_statefulset, statefulsets
 from webhook.core import mutate
 from webhook.settings import load_settings_text
 
@@ -486,6 +487,36 @@ def test_a_namespace_cloud_override_shapes_its_load_balancers(
     [kept] = exactly(api, refused, 1).values()
     assert kept["metadata"]["annotations"][AWS_INTERNAL] == "true"
     assert "service.beta.kubernetes.io/azure-load-balancer-internal" not in kept["metadata"]["annotations"]
+
+
+def test_a_broker_that_started_without_the_webhook_is_reported(
+    control_plane: ControlPlane,
+    api: kubernetes.client.ApiClient,
+    controller: Controller,
+    namespaces: list[str],
+) -> None:
+    """No webhook is registered in these tests, so a stock (unexposed) broker StatefulSet's pods
+    start as the chart wrote them, as they would with the webhook down (failurePolicy Ignore). The
+    controller says so once per pod: a Warning Event on the StatefulSet, a log line and a metric."""
+    ns = new_namespace(api, namespaces, "ctl-missed")
+    stock = copy.deepcopy(
+        next(s for s in statefulsets(load_render(BROKER_RENDER)) if s["metadata"]["name"] == "kafka-broker")
+    )
+    stock["metadata"]["namespace"] = ns
+    stock["spec"]["replicas"] = 2
+    create_objects(control_plane, [stock])
+
+    def reported() -> list[str] | None:
+        messages = [e["message"] for e in events(api, ns) if e["reason"] == "BrokerNotExposed"]
+        return messages if len(messages) == 2 else None
+
+    messages = wait_for(reported, timeout=30, message="two BrokerNotExposed events")
+    assert sorted(m.split()[2] for m in messages) == ["kafka-broker-0", "kafka-broker-1"]
+    assert all("delete it to have StatefulSet kafka-broker recreate it" in m for m in messages)
+    assert controller.metrics()["kafka_expose_controller_unexposed_brokers_total"] >= 2
+    assert managed_services(api, ns) == {}
+    time.sleep(RESYNC_SECONDS + 1)  # said once per pod, not at every resync
+    assert [e["count"] for e in events(api, ns) if e["reason"] == "BrokerNotExposed"] == [1, 1]
 
 
 # ------------------------------------------------------------------------------------------ address

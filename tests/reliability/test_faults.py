@@ -321,7 +321,8 @@ def test_the_webhook_down_with_failure_policy_ignore(
     webhook: RegisteredWebhook, controller: ControllerProcess, api: Api
 ) -> None:
     """Every webhook replica down (the registration still points at it): a broker StatefulSet's
-    pods are created, unexposed, and get no Service; a namespace that did not opt in is not affected
+    pods are created, unexposed, and get no Service, and the controller reports each of them (a
+    BrokerNotExposed Event on the StatefulSet); a namespace that did not opt in is not affected
     at all (the API server does not call the webhook there). With the webhook back, a re-created
     broker pod is exposed and gets its Service."""
     server = webhook.server
@@ -348,6 +349,11 @@ def test_the_webhook_down_with_failure_policy_ignore(
         )
         assert not any(is_exposed(p) for p in pods.values())
         assert services == []
+        # the controller tells which brokers run unexposed, and what to do
+        reported = [
+            e for e in api.items(f"/api/v1/namespaces/{opted}/events") if e["reason"] == "BrokerNotExposed"
+        ]
+        assert sorted(e["message"].split()[2] for e in reported) == ["kafka-0", "kafka-1", "kafka-2"]
         assert not any(is_exposed(p) for p in stored_pods(api, plain).values())
         assert max(timings) < 2.0
     finally:

@@ -28,6 +28,7 @@ from webhook.core.reconcile import (
     plan_from_pod,
     plan_namespace,
     recorded_immutable_settings,
+    unexposed_pod_selectors,
 )
 from webhook.core.services import EXTERNAL_DNS, OWNED_LABEL, POD_NAME_LABEL, broker_service, is_managed
 from webhook.settings import Settings, parse_settings
@@ -790,3 +791,39 @@ def test_api_errors_are_classified() -> None:
     assert (error.status, error.reason, error.retryable) == (409, "AlreadyExists", False)
     assert ApiError.from_exception(ApiException(status=503, reason="Unavailable")).retryable
     assert ApiError.from_exception(ConnectionRefusedError("refused")).retryable
+
+
+# ------------------------------------------------------------------------------------ unexposed brokers
+
+
+def test_pods_of_broker_statefulsets_are_checked_for_the_exposed_label() -> None:
+    stock = broker_statefulset()
+    rendered = mutate(stock, SETTINGS, NS).result  # `render` exposed the template: pods always carry it
+    rendered["metadata"]["name"] = "rendered"
+    controllers = next(
+        s
+        for s in statefulsets(render("bitnami-kafka-32.4.4-brokers3"))
+        if s["metadata"]["name"] != "kafka-broker"
+    )
+    listed = [{k: v for k, v in s.items() if k != "kind"} for s in (stock, rendered, controllers)]
+    selectors = unexposed_pod_selectors(listed, SETTINGS, NS)  # items of a LIST carry no kind
+    assert list(selectors) == ["kafka-broker"]  # not the rendered one, not the KRaft controllers
+    terms = selectors["kafka-broker"].split(",")
+    assert terms[-1] == "!kafka-expose.io/exposed"
+    assert {t.split("=")[0] for t in terms[:-1]} == set(stock["spec"]["selector"]["matchLabels"])
+
+
+def test_an_unexposed_broker_pod_is_reported_once_with_what_to_do() -> None:
+    sts = broker_statefulset(replicas=2)
+    missed = pod_from_statefulset(sts, 1, NS)  # admitted while the webhook was down: as the chart wrote it
+    missed["metadata"]["uid"] = "pod-uid-1"
+    stranger = copy.deepcopy(missed)
+    stranger["metadata"]["ownerReferences"][0]["uid"] = "another-statefulset"
+    state = NamespaceState(
+        NS, True, pods=[exposed_pod(sts, 0)], statefulsets=[sts], unexposed_pods=[missed, stranger]
+    )
+    [action] = plan_namespace(state, SETTINGS).of("unexposed")
+    assert (action.pod, action.pod_uid, action.statefulset) == ("kafka-broker-1", "pod-uid-1", "kafka-broker")
+    assert "delete it" in action.reason
+    opted_out = NamespaceState(NS, False, statefulsets=[sts], unexposed_pods=[missed])
+    assert plan_namespace(opted_out, SETTINGS).of("unexposed") == []

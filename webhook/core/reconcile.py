@@ -65,6 +65,7 @@ ActionKind = Literal[
     "chart-lb",  # the chart already has a LoadBalancer for this broker: do not add a second one
     "immutable-kept",  # an immutable setting changed, the Service keeps its creation values: report
     "report-address",  # the broker pod's load-balancer annotation differs from the Service's address
+    "unexposed",  # a broker pod was admitted without kafka-expose (webhook unreachable): report
 ]
 
 
@@ -96,6 +97,8 @@ class NamespaceState:
     services: Sequence[Mapping[str, Any]] = ()  # every Service of the namespace
     pending_deletions: Mapping[str, float] = field(default_factory=dict)  # name -> first seen removable
     now: float = 0.0
+    # pods matched by unexposed_pod_selectors: broker pods without the exposed label
+    unexposed_pods: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass(frozen=True)
@@ -464,6 +467,60 @@ def chart_load_balancer(services: Sequence[Mapping[str, Any]], pod: str) -> Mapp
     return next((s for s in sorted(services, key=name_of) if is_chart_load_balancer(s, pod)), None)
 
 
+def unexposed_pod_selectors(
+    statefulsets: Sequence[Mapping[str, Any]], settings: Settings, namespace: str
+) -> dict[str, str]:
+    """StatefulSet name -> label selector of its pods that lack the exposed label, for every
+    StatefulSet whose pods the webhook should expose: the core would expose its template, and the
+    template is not exposed already (by `render`: then every pod carries the label). Only
+    `matchLabels` selectors (what the charts use); others are not checked."""
+    selectors: dict[str, str] = {}
+    for statefulset in statefulsets:
+        template = _dict(_spec(statefulset).get("template"))
+        if labels_of(template).get(EXPOSED_LABEL) == "true":
+            continue
+        selector = _dict(_spec(statefulset).get("selector"))
+        match = _strings(selector.get("matchLabels"))
+        if not match or set(selector) - {"matchLabels"}:
+            continue
+        try:
+            decision = mutate(
+                {**statefulset, "kind": "StatefulSet"}, settings, namespace
+            )  # list items: no kind
+        except Exception:  # the core answers malformed objects itself; never let one stop the others
+            continue
+        if decision.plans:
+            terms = [f"{key}={value}" for key, value in sorted(match.items())]
+            selectors[name_of(statefulset)] = ",".join([*terms, f"!{EXPOSED_LABEL}"])
+    return selectors
+
+
+def _unexposed(state: NamespaceState, statefulsets: Mapping[str, Mapping[str, Any]]) -> list[Action]:
+    actions = []
+    for pod in sorted(state.unexposed_pods, key=name_of):
+        if _meta(pod).get("deletionTimestamp") or labels_of(pod).get(EXPOSED_LABEL) == "true":
+            continue
+        owner = next((s for s in statefulsets.values() if uid_of(s) == _owner_uid(pod)), None)
+        if owner is None:
+            continue
+        name, sts = name_of(pod), name_of(owner)
+        actions.append(
+            Action(
+                "unexposed",
+                state.namespace,
+                "",
+                f"broker pod {name} is not exposed (it started before the namespace opted in, the "
+                "webhook was unreachable, or it warned at admission): it advertises no external "
+                f"listener and gets no load balancer; delete it to have StatefulSet {sts} recreate it "
+                "through the webhook",
+                statefulset=sts,
+                pod=name,
+                pod_uid=uid_of(pod),
+            )
+        )
+    return actions
+
+
 def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
     """The actions that make the namespace's per-broker Services match its broker slots."""
     ns = state.namespace
@@ -624,7 +681,8 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
         else:
             pending[name] = since
             removals.append(replace(base, kind="wait", reason=reason, delay=since + grace - state.now))
-    return NamespacePlan(tuple(applies + reports + removals), pending)
+    unexposed = _unexposed(state, statefulsets) if state.opted_in else []
+    return NamespacePlan(tuple(applies + reports + unexposed + removals), pending)
 
 
 def _keep_in_line(
