@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import http.client
 import json
 import multiprocessing
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +109,17 @@ def _post(conn: http.client.HTTPSConnection, body: bytes) -> bool:
     return response.status == 200 and data.startswith(b'{"apiVersion"')
 
 
+def _post_or_reconnect(
+    conn: http.client.HTTPSConnection, body: bytes, port: int, context: ssl.SSLContext
+) -> tuple[bool, http.client.HTTPSConnection]:
+    """One request; on a transport error it counts as failed and the next one uses a new connection."""
+    try:
+        return _post(conn, body), conn
+    except (OSError, http.client.HTTPException):
+        conn.close()
+        return False, _connection(port, context)
+
+
 def fixed_rate(server: WebhookServer, body: bytes, rate: float, seconds: float, threads: int = 4) -> Result:
     """Open loop: request i is due at start + i/rate; thread j sends the requests i = j mod threads."""
     context = server.context()
@@ -126,12 +139,7 @@ def fixed_rate(server: WebhookServer, body: bytes, rate: float, seconds: float, 
             delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            try:
-                ok = _post(conn, body)
-            except (OSError, http.client.HTTPException):
-                ok = False
-                conn.close()
-                conn = _connection(server.port, context)
+            ok, conn = _post_or_reconnect(conn, body, server.port, context)
             mine.append(time.perf_counter() - due)
             failed += not ok
         conn.close()
@@ -211,12 +219,7 @@ def _closed_loop(port: int, ca_pem: str, body: bytes, seconds: float, connection
         mine: list[float] = []
         failed = 0
         while (now := time.perf_counter()) < stop_at:
-            try:
-                ok = _post(conn, body)
-            except (OSError, http.client.HTTPException):
-                ok = False
-                conn.close()
-                conn = _connection(port, context)
+            ok, conn = _post_or_reconnect(conn, body, port, context)
             mine.append(time.perf_counter() - now)
             failed += not ok
         conn.close()
@@ -259,23 +262,19 @@ def saturation_python(server: WebhookServer, body: bytes, seconds: float, connec
     )  # fmt: skip
 
 
+def with_server_cpu(server: WebhookServer, load: Callable[[], Result]) -> Result:
+    """Run `load` and record the server's CPU time (arbiter + workers) per request it answered."""
+    assert server.proc is not None
+    cpu = process_tree_cpu(server.proc.pid)
+    result = load()
+    result.cpu_ms = (process_tree_cpu(server.proc.pid) - cpu) / max(result.requests, 1) * 1000
+    return result
+
+
 def saturate(server: WebhookServer, body: bytes, args: argparse.Namespace) -> Result:
-    assert server.proc is not None
-    cpu = process_tree_cpu(server.proc.pid)
     if shutil.which("wrk") and not args.python_client:
-        result = saturation_wrk(server, body, args.round_seconds, args.connections)
-    else:
-        result = saturation_python(server, body, args.round_seconds, args.connections)
-    result.cpu_ms = (process_tree_cpu(server.proc.pid) - cpu) / max(result.requests, 1) * 1000
-    return result
-
-
-def at_fixed_rate(server: WebhookServer, body: bytes, args: argparse.Namespace) -> Result:
-    assert server.proc is not None
-    cpu = process_tree_cpu(server.proc.pid)
-    result = fixed_rate(server, body, args.rate, args.seconds)
-    result.cpu_ms = (process_tree_cpu(server.proc.pid) - cpu) / max(result.requests, 1) * 1000
-    return result
+        return saturation_wrk(server, body, args.round_seconds, args.connections)
+    return saturation_python(server, body, args.round_seconds, args.connections)
 
 
 def median_result(rounds: list[Result]) -> Result:
@@ -322,12 +321,15 @@ def main() -> int:
             for _ in range(200):
                 _post(warm, body)
             warm.close()
-            fixed[name] = at_fixed_rate(server, body, args)
+            fixed[name] = with_server_cpu(
+                server, functools.partial(fixed_rate, server, body, args.rate, args.seconds)
+            )
         # Both servers run all along and take turns, in alternating order, so that a slow spell of
         # the machine (or the luck of which worker accepts which connection) hits both alike.
         for index in range(args.rounds):
             for name in names if index % 2 == 0 else names[::-1]:
-                rounds[name].append(saturate(servers[name], body, args))
+                load = functools.partial(saturate, servers[name], body, args)
+                rounds[name].append(with_server_cpu(servers[name], load))
         for name, server in servers.items():
             total = server.metric("kafka_expose_admission_duration_seconds_sum", endpoint="mutate")
             count = server.metric("kafka_expose_admission_duration_seconds_count", endpoint="mutate")
