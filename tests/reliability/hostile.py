@@ -1142,30 +1142,14 @@ def worst_cases(budget: int = MAX_BODY_BYTES - 64 * 1024) -> list[tuple[str, byt
             annotations={f"k{i}": "v" for i in range(_fill('"k123456":"v",', budget))}
         ),
     )
-    add(
-        "env: as many entries as allowed (prepared-file flavor)",
-        bitnami,
-        lambda p: (
-            kafka(p)
-            .setdefault("env", [])
-            .extend(
-                {"name": f"E{i}", "value": "v"}
-                for i in range(_fill('{"name":"E123456","value":"v"},', budget))
-            )
-        ),
-    )
-    add(
-        "env: as many entries as allowed (env flavor)",
-        env,
-        lambda p: (
-            kafka(p)
-            .setdefault("env", [])
-            .extend(
-                {"name": f"E{i}", "value": "v"}
-                for i in range(_fill('{"name":"E123456","value":"v"},', budget))
-            )
-        ),
-    )
+
+    def fill_env(pod: dict[str, Any]) -> None:
+        kafka(pod).setdefault("env", []).extend(
+            {"name": f"E{i}", "value": "v"} for i in range(_fill('{"name":"E123456","value":"v"},', budget))
+        )
+
+    add("env: as many entries as allowed (prepared-file flavor)", bitnami, fill_env)
+    add("env: as many entries as allowed (env flavor)", env, fill_env)
     add(
         "env: as many listener.name.client.* entries to copy as allowed",
         env,
