@@ -152,6 +152,21 @@ def timed_stop(cluster: KafkaCluster) -> None:
     print(f"[timing] graceful stop {time.monotonic() - t:.1f}s")
 
 
+def run_and_exercise(cluster: KafkaCluster, started: float, bootstrap: int) -> None:
+    """Prepare and start the three brokers, check that only data dirs and bind hosts were rewritten
+    (voters and ZooKeeper resolve through the hosts file), and exercise them from outside,
+    bootstrapping from broker `bootstrap`'s external name; the brokers are always stopped."""
+    cluster.prepare()
+    prepared = time.monotonic()
+    try:
+        cluster.start()
+        show(cluster, started, prepared)
+        assert {r.key for r in cluster.rewrites} == {"log.dirs", "listeners"}
+        exercise(f"{ext_name(bootstrap)}:9094", {i: (ext_name(i), 9094) for i in range(3)})
+    finally:
+        timed_stop(cluster)
+
+
 # ---------------------------------------------------------------------------
 # cheap checks (no JVM): private hosts file, rewrite rules
 # ---------------------------------------------------------------------------
@@ -287,16 +302,7 @@ def test_kraft_combined_3(dists, hosts, workdir) -> None:
     hosts.update({ext_name(i): ip for i, ip in enumerate(ips)})
     t0 = time.monotonic()
     cluster = KafkaCluster(dists["kraft"], workdir, nodes, hosts=hosts)
-    cluster.prepare()
-    t1 = time.monotonic()
-    try:
-        cluster.start()
-        show(cluster, t0, t1)
-        # only data dirs and bind hosts were rewritten (voters resolve via the hosts file)
-        assert {r.key for r in cluster.rewrites} == {"log.dirs", "listeners"}
-        exercise(f"{ext_name(0)}:9094", {i: (ext_name(i), 9094) for i in range(3)})
-    finally:
-        timed_stop(cluster)
+    run_and_exercise(cluster, t0, bootstrap=0)
     print(f"[timing] total {time.monotonic() - t0:.1f}s")
 
 
@@ -433,13 +439,5 @@ def test_zookeeper_mode_3(dists, hosts, workdir) -> None:
     with zk:
         t_zk = time.monotonic()
         print(f"[timing] zookeeper up {t_zk - t0:.1f}s")
-        cluster.prepare()
-        t1 = time.monotonic()
-        try:
-            cluster.start()
-            show(cluster, t0, t1)
-            assert {r.key for r in cluster.rewrites} == {"log.dirs", "listeners"}
-            exercise(f"{ext_name(2)}:9094", {i: (ext_name(i), 9094) for i in range(3)})
-        finally:
-            timed_stop(cluster)
+        run_and_exercise(cluster, t0, bootstrap=2)
     print(f"[timing] total {time.monotonic() - t0:.1f}s")
