@@ -497,10 +497,11 @@ def unexposed_pod_selectors(
 
 def _unexposed(state: NamespaceState, statefulsets: Mapping[str, Mapping[str, Any]]) -> list[Action]:
     actions = []
+    by_uid = {uid_of(s): s for s in statefulsets.values() if uid_of(s)}
     for pod in sorted(state.unexposed_pods, key=name_of):
         if _meta(pod).get("deletionTimestamp") or labels_of(pod).get(EXPOSED_LABEL) == "true":
             continue
-        owner = next((s for s in statefulsets.values() if uid_of(s) == _owner_uid(pod)), None)
+        owner = by_uid.get(_owner_uid(pod))
         if owner is None:
             continue
         name, sts = name_of(pod), name_of(owner)
