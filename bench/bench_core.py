@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.podfactory import load_render, pod_from_statefulset, statefulsets
+from tests.support.podfactory import load_render, pod_from_statefulset, statefulsets
 from webhook.core import mutate
-from webhook.settings import parse_settings
+from webhook.core.settings import parse_settings
 
 
 def main() -> int:

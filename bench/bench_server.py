@@ -44,8 +44,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests import podfactory  # noqa: E402
-from tests.server.harness import WebhookServer, running_server  # noqa: E402
+from tests.support import podfactory  # noqa: E402
+from tests.support.harness import WebhookServer, running_server  # noqa: E402
 
 RENDER = "bitnami-kafka-32.4.4-brokers3"
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.reliability.hostile import measure_worst, run_fuzz, server_errors, worst_cases  # noqa: E402
 from tests.reliability.procinfo import Memory, gunicorn_events, server_memory, worker_pids  # noqa: E402
-from tests.server.harness import running_server  # noqa: E402
+from tests.support.harness import running_server  # noqa: E402
 
 
 class PeakWatcher(threading.Thread):

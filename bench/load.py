@@ -30,7 +30,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.controlplane import ControlPlane  # noqa: E402
 from tests.reliability.loadkit import (  # noqa: E402
     Hammer,
     delete_namespaces,
@@ -38,7 +37,8 @@ from tests.reliability.loadkit import (  # noqa: E402
     start_controller,
 )
 from tests.reliability.procinfo import gunicorn_events  # noqa: E402
-from tests.webhookcluster import RegisteredWebhook  # noqa: E402
+from tests.support.controlplane import ControlPlane  # noqa: E402
+from tests.support.webhookcluster import RegisteredWebhook  # noqa: E402
 
 
 def main() -> int:

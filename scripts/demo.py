@@ -20,9 +20,9 @@ sys.path.insert(0, str(REPO))
 
 import kubernetes.client  # noqa: E402
 
-from tests.controlplane import ControlPlane, NodeAgentStandIn  # noqa: E402
-from tests.podfactory import load_render  # noqa: E402
-from tests.webhookcluster import (  # noqa: E402
+from tests.support.controlplane import ControlPlane, NodeAgentStandIn  # noqa: E402
+from tests.support.podfactory import load_render  # noqa: E402
+from tests.support.webhookcluster import (  # noqa: E402
     ControllerProcess,
     RegisteredWebhook,
     apply_objects,

@@ -28,7 +28,7 @@ if str(_REPO) not in sys.path:
 
 import kubernetes.client  # noqa: E402
 
-from tests.controlplane import (  # noqa: E402
+from tests.support.controlplane import (  # noqa: E402
     ControlPlane,
     ControlPlaneBinariesMissing,
     ControlPlaneStartError,

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from webhook.settings import Settings, SettingsError, load_settings
+from webhook.core.settings import Settings, SettingsError, load_settings
 
 _SEPARATOR = re.compile(r"^---(?:[ \t].*)?$", re.MULTILINE)
 

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-import webhook.core  # noqa: F401  # before webhook.settings: settings <-> core.images import cycle
-from webhook.settings import Settings, SettingsError, load_settings
+from webhook.core.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("kafka_expose.reload")
 

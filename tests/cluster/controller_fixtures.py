@@ -26,10 +26,10 @@ import requests
 import yaml
 from kubernetes.client import ApiException
 
-from tests.controlplane import REPO_ROOT, ControlPlane
-from tests.podfactory import load_render, statefulsets
+from tests.support.controlplane import REPO_ROOT, ControlPlane
+from tests.support.podfactory import load_render, statefulsets
 from webhook.core import mutate
-from webhook.settings import Settings, load_settings_text
+from webhook.core.settings import Settings, load_settings_text
 
 OPT_IN_LABEL = "kafka-expose.io/inject"
 MANAGED_SELECTOR = "kafka-expose.io/managed-by=kafka-expose"

@@ -43,10 +43,10 @@ from tests.cluster.controller_fixtures import (
     scale,
     selected_pods,
 )
-from tests.controlplane import ControlPlane, NodeAgentStandIn, wait_for
-from tests.podfactory import load_render, pod_from_statefulset, statefulsets
+from tests.support.controlplane import ControlPlane, NodeAgentStandIn, wait_for
+from tests.support.podfactory import load_render, pod_from_statefulset, statefulsets
 from webhook.core import mutate
-from webhook.settings import load_settings_text
+from webhook.core.settings import load_settings_text
 
 pytestmark = pytest.mark.cluster
 

@@ -17,7 +17,7 @@ import requests
 from kubernetes import client
 from kubernetes.client import ApiException
 
-from tests.controlplane import REPO_ROOT, ControlPlane, NodeAgentStandIn, wait_for
+from tests.support.controlplane import REPO_ROOT, ControlPlane, NodeAgentStandIn, wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -25,7 +25,7 @@ import yaml
 from kubernetes import client
 
 from tests.cluster.test_selfcerts import WebhookStub, call, create_namespace, delete, ok, pod
-from tests.controlplane import ControlPlane, wait_for
+from tests.support.controlplane import ControlPlane, wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import yaml
-from expectations import own_manifest
-from podfactory import load_render, pod_from_statefulset, services, statefulsets
 
-from tests.controlplane import ControlPlane
-from tests.webhookcluster import Answer, RegisteredWebhook
+from tests.support.controlplane import ControlPlane
+from tests.support.expectations import own_manifest
+from tests.support.podfactory import load_render, pod_from_statefulset, services, statefulsets
+from tests.support.webhookcluster import Answer, RegisteredWebhook
 
 pytestmark = pytest.mark.cluster
 

@@ -29,9 +29,9 @@ import pytest
 from cryptography import x509
 from kubernetes import client
 
-from tests.controlplane import ControlPlane, wait_for
-from webhook import certs
-from webhook.selfcerts import SelfManagedCerts
+from tests.support.controlplane import ControlPlane, wait_for
+from webhook.tls import primitives as certs
+from webhook.tls.selfmanaged import SelfManagedCerts
 
 pytestmark = pytest.mark.cluster
 

@@ -14,13 +14,19 @@ import kubernetes.client
 import pytest
 import yaml
 
-from tests.controlplane import ControlPlane
-from tests.expectations import assert_exposed
-from tests.imagesim import evaluate
-from tests.podfactory import load_render, pod_from_statefulset, render_names, statefulsets
-from tests.webhookcluster import RegisteredWebhook, apply_objects, ensure_namespace, probe_pod, wait_for
+from tests.support.controlplane import ControlPlane
+from tests.support.expectations import assert_exposed
+from tests.support.imagesim import evaluate
+from tests.support.podfactory import load_render, pod_from_statefulset, render_names, statefulsets
+from tests.support.webhookcluster import (
+    RegisteredWebhook,
+    apply_objects,
+    ensure_namespace,
+    probe_pod,
+    wait_for,
+)
 from webhook.core import mutate
-from webhook.settings import load_settings_text
+from webhook.core.settings import load_settings_text
 
 pytestmark = pytest.mark.cluster
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import kafkarun
+from tests.support import kafkarun
 
 
 @pytest.fixture(scope="session")

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import kafkarun
-from kafkarun import KafkaCluster, KafkaNode, LoadBalancer, ZooKeeper
-from podfactory import load_render
+from tests.support import kafkarun
+from tests.support.kafkarun import KafkaCluster, KafkaNode, LoadBalancer, ZooKeeper
+from tests.support.podfactory import load_render
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(600)]
 

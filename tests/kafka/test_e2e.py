@@ -46,9 +46,9 @@ import kubernetes.client
 import pytest
 from kubernetes.client.rest import ApiException
 
-from tests import kafkarun
-from tests.controlplane import ControlPlane
-from tests.e2e import (
+from tests.support import kafkarun
+from tests.support.controlplane import ControlPlane
+from tests.support.e2e import (
     BrokerConfig,
     CloudLoadBalancerStandIn,
     ExternalDnsStandIn,
@@ -59,8 +59,8 @@ from tests.e2e import (
     secret_data,
     service_dns_names,
 )
-from tests.podfactory import load_render, statefulsets
-from tests.webhookcluster import (
+from tests.support.podfactory import load_render, statefulsets
+from tests.support.webhookcluster import (
     ControllerProcess,
     RegisteredWebhook,
     apply_objects,
@@ -69,7 +69,7 @@ from tests.webhookcluster import (
 )
 from webhook.core.flavors import INIT_CONTAINER
 from webhook.core.images import image_family
-from webhook.settings import Settings, load_settings_text
+from webhook.core.settings import Settings, load_settings_text
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(900)]
 

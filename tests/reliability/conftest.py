@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.controlplane import ControlPlane
-from tests.webhookcluster import RegisteredWebhook
+from tests.support.controlplane import ControlPlane
+from tests.support.webhookcluster import RegisteredWebhook
 
 
 @pytest.fixture

@@ -47,9 +47,9 @@ from typing import Any
 import jsonpatch
 import yaml
 
-from tests import podfactory
-from webhook import admission
-from webhook.admission import MAX_BODY_BYTES, MAX_JSON_DEPTH
+from tests.support import podfactory
+from webhook.admission import review as admission
+from webhook.admission.review import MAX_BODY_BYTES, MAX_JSON_DEPTH
 
 JSON = Any
 Path_ = tuple[str | int, ...]

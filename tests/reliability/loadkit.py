@@ -25,9 +25,9 @@ import kubernetes.client
 import requests
 import yaml
 
-from tests import podfactory
 from tests.reliability.procinfo import Memory, memory
-from tests.webhookcluster import ControllerProcess, wait_for
+from tests.support import podfactory
+from tests.support.webhookcluster import ControllerProcess, wait_for
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
 OPT_IN = {"kafka-expose.io/inject": "enabled"}

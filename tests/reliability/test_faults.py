@@ -26,8 +26,6 @@ from typing import Any
 
 import pytest
 
-from tests import podfactory
-from tests.controlplane import ControlPlane
 from tests.reliability.loadkit import (
     EXPOSED_LABEL,
     MANAGED_SELECTOR,
@@ -38,8 +36,10 @@ from tests.reliability.loadkit import (
     start_controller,
 )
 from tests.reliability.procinfo import children, gunicorn_events
-from tests.tlsutil import atomic_swap_dir, peer_serial
-from tests.webhookcluster import ControllerProcess, RegisteredWebhook, wait_for
+from tests.support import podfactory
+from tests.support.controlplane import ControlPlane
+from tests.support.tlsutil import atomic_swap_dir, peer_serial
+from tests.support.webhookcluster import ControllerProcess, RegisteredWebhook, wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -28,7 +28,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests import podfactory
 from tests.reliability.hostile import (
     MISSING,
     Case,
@@ -43,7 +42,8 @@ from tests.reliability.hostile import (
     worst_cases,
 )
 from tests.reliability.procinfo import gunicorn_events, memory, server_memory, worker_pids
-from tests.server.harness import WebhookServer, running_server
+from tests.support import podfactory
+from tests.support.harness import WebhookServer, running_server
 
 pytestmark = pytest.mark.unit
 

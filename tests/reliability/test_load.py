@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.controlplane import ControlPlane
 from tests.reliability.loadkit import delete_namespaces, run_load_scenario, start_controller
 from tests.reliability.procinfo import gunicorn_events
-from tests.webhookcluster import RegisteredWebhook
+from tests.support.controlplane import ControlPlane
+from tests.support.webhookcluster import RegisteredWebhook
 
 pytestmark = pytest.mark.cluster
 

@@ -34,9 +34,9 @@ from typing import Any
 
 import pytest
 
-from tests import podfactory
-from tests.server.harness import WebhookServer, running_server
-from tests.tlsutil import CA, client_context
+from tests.support import podfactory
+from tests.support.harness import WebhookServer, running_server
+from tests.support.tlsutil import CA, client_context
 
 pytestmark = pytest.mark.unit
 
@@ -144,8 +144,8 @@ GUESSES = (
 
 def routes() -> set[str]:
     """Every route the app defines (built here with plain settings, like each worker builds it)."""
-    from webhook.server import create_app
-    from webhook.settings import load_settings_text
+    from webhook.core.settings import load_settings_text
+    from webhook.server.app import create_app
 
     app = create_app(load_settings_text(SETTINGS))
     return {rule.rule for rule in app.url_map.iter_rules() if "<" not in rule.rule}

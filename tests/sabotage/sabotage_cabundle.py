@@ -1,5 +1,5 @@
-import tests.webhookcluster as w
-from tests.tlsutil import CA
+import tests.support.webhookcluster as w
+from tests.support.tlsutil import CA
 
 _orig = w.webhook_configurations
 

@@ -1,4 +1,4 @@
-import tests.webhookcluster as w
+import tests.support.webhookcluster as w
 
 _orig = w.RegisteredWebhook.start
 

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.server.harness import WebhookServer, running_server  # noqa: E402
+from tests.support.harness import WebhookServer, running_server  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests import podfactory
-from tests.server.harness import WebhookServer
-from webhook.admission import MAX_BODY_BYTES
+from tests.support import podfactory
+from tests.support.harness import WebhookServer
+from webhook.admission.review import MAX_BODY_BYTES
 
 pytestmark = pytest.mark.unit
 
@@ -241,7 +241,7 @@ def test_tls_1_1_is_refused(server: WebhookServer) -> None:
 
 def test_untrusted_client_cannot_be_fooled(server: WebhookServer) -> None:
     """A client that checks the certificate against another CA refuses the server (sanity of the fixture)."""
-    from tests.tlsutil import CA, client_context
+    from tests.support.tlsutil import CA, client_context
 
     with (
         pytest.raises(ssl.SSLCertVerificationError),

@@ -11,11 +11,11 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from tests import podfactory
-from tests.server.harness import DEFAULT_SETTINGS, WebhookServer
+from tests.support import podfactory
+from tests.support.harness import DEFAULT_SETTINGS, WebhookServer
 from webhook.core import mutate
-from webhook.gunicorn_conf import MAX_REQUESTS_PER_CONNECTION
-from webhook.settings import load_settings_text
+from webhook.core.settings import load_settings_text
+from webhook.server.gunicorn import MAX_REQUESTS_PER_CONNECTION
 
 pytestmark = pytest.mark.unit
 
@@ -177,8 +177,8 @@ def test_warned_broker_is_allowed_unchanged_with_warnings(server: WebhookServer)
 
 def test_validate_answers_what_the_policy_says(server: WebhookServer) -> None:
     """/validate runs the policy hook (no API access here: no namespace overrides, no LB cap)."""
-    from webhook.admission import parse_review, validate_review
-    from webhook.namespaces import PolicyHook
+    from webhook.admission.review import parse_review, validate_review
+    from webhook.server.namespaces import PolicyHook
 
     hook = PolicyHook(None)
     docs = podfactory.load_render("bitnami-kafka-32.4.4-brokers3")

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests import podfactory
-from tests.server.harness import DEFAULT_SETTINGS, WebhookServer, running_server
-from tests.tlsutil import CA, atomic_swap_dir, peer_serial
+from tests.support import podfactory
+from tests.support.harness import DEFAULT_SETTINGS, WebhookServer, running_server
+from tests.support.tlsutil import CA, atomic_swap_dir, peer_serial
 from webhook.reload import CertificateError, CertificateStore, SettingsStore, Watcher, build_server_context
 
 pytestmark = pytest.mark.unit

@@ -20,11 +20,11 @@ _REPO = Path(__file__).resolve().parents[2]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from tests import podfactory  # noqa: E402
-from webhook import admission  # noqa: E402
-from webhook.admission import BadReview, Review, parse_review  # noqa: E402
+from tests.support import podfactory  # noqa: E402
+from webhook.admission import review as admission  # noqa: E402
+from webhook.admission.review import BadReview, Review, parse_review  # noqa: E402
 from webhook.core import Decision, mutate  # noqa: E402
-from webhook.settings import Settings  # noqa: E402
+from webhook.core.settings import Settings  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
@@ -593,7 +593,7 @@ def test_validate_hook_errors_fail_open() -> None:
 
 @pytest.fixture
 def client() -> Any:
-    from webhook.server import create_app
+    from webhook.server.app import create_app
 
     return create_app(SETTINGS).test_client()
 
@@ -641,7 +641,7 @@ def test_one_json_log_line_per_decision_without_the_spec(
 
 
 def test_engine_error_is_logged_with_the_uid_and_counted(caplog: pytest.LogCaptureFixture) -> None:
-    from webhook.server import create_app
+    from webhook.server.app import create_app
 
     def broken(obj: Mapping[str, Any], settings: Settings, namespace: str | None) -> Decision:
         raise ValueError("kaboom")
@@ -679,7 +679,7 @@ def test_bad_input_in_process(client: Any) -> None:
 
 
 def test_noop_does_not_call_the_core() -> None:
-    from webhook.server import create_app
+    from webhook.server.app import create_app
 
     app = create_app(SETTINGS, mutate=_never, noop=True)
     answer = app.test_client().post(

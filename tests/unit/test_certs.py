@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from webhook import certs, selfcerts
+from webhook.tls import primitives as certs
+from webhook.tls import selfmanaged as selfcerts
 
 pytestmark = pytest.mark.unit
 

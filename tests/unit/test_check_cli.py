@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from podfactory import FIXTURES
+
+from tests.support.podfactory import FIXTURES
 
 pytestmark = pytest.mark.unit
 

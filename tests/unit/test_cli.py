@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from expectations import assert_exposed
-from podfactory import FIXTURES, load_render, pod_from_statefulset, render_names, statefulsets
 
-from webhook.settings import load_settings_text
+from tests.support.expectations import assert_exposed
+from tests.support.podfactory import FIXTURES, load_render, pod_from_statefulset, render_names, statefulsets
+from webhook.core.settings import load_settings_text
 
 pytestmark = pytest.mark.unit
 

@@ -8,14 +8,14 @@ import json
 from typing import Any
 
 import pytest
-from expectations import assert_exposed, own_manifest
-from imagesim import evaluate
-from podfactory import load_render, pod_from_statefulset, render_names, statefulsets
 
+from tests.support.expectations import assert_exposed, own_manifest
+from tests.support.imagesim import evaluate
+from tests.support.podfactory import load_render, pod_from_statefulset, render_names, statefulsets
 from webhook.core import Decision, mutate
 from webhook.core.podspec import literal_env, set_env_value
 from webhook.core.services import broker_service
-from webhook.settings import Settings, parse_settings
+from webhook.core.settings import Settings, parse_settings
 
 pytestmark = pytest.mark.unit
 

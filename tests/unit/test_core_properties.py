@@ -8,13 +8,13 @@ import json
 from typing import Any
 
 import pytest
-from expectations import assert_exposed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from podfactory import pod_from_statefulset
 
+from tests.support.expectations import assert_exposed
+from tests.support.podfactory import pod_from_statefulset
 from webhook.core import mutate
-from webhook.settings import parse_settings
+from webhook.core.settings import parse_settings
 
 pytestmark = pytest.mark.unit
 

@@ -169,7 +169,7 @@ def test_copy_sources_exist_and_are_in_the_build_context(stages: list[Stage]) ->
                 assert not _ignored(source.rstrip("/"), patterns), f"{source} is excluded by .dockerignore"
     assert _ignored("tests/unit/test_dockerfile.py", patterns)
     assert _ignored(".git/config", patterns)
-    assert not _ignored("webhook/cli.py", patterns)
+    assert not _ignored("webhook/cli/__init__.py", patterns)
 
 
 def _build_context(dest: Path) -> None:
@@ -244,7 +244,7 @@ def test_every_sub_command_imports_with_the_declared_dependencies(image_venv: Pa
         "import importlib, webhook, webhook.cli as c\n"
         "assert 'site-packages' in webhook.__file__, webhook.__file__\n"
         "for m, _ in c.COMMANDS.values(): importlib.import_module(m)\n"
-        "import webhook.server, webhook.selfcerts, webhook.gunicorn_conf, kubernetes, flask, gunicorn\n"
+        "import webhook.server.app, webhook.tls.selfmanaged, webhook.server.gunicorn, kubernetes, flask, gunicorn\n"
     )
     result = subprocess.run(
         [str(image_venv / "bin" / "python"), "-c", code],

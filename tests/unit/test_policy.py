@@ -10,10 +10,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from expectations import own_manifest
-from podfactory import admission_review, load_render, pod_from_statefulset, services, statefulsets
 
-import webhook.core  # noqa: F401  # before webhook.settings
+from tests.support.expectations import own_manifest
+from tests.support.podfactory import (
+    admission_review,
+    load_render,
+    pod_from_statefulset,
+    services,
+    statefulsets,
+)
 from webhook.core import mutate
 from webhook.core.policy import (
     ALLOWED_DOMAINS,
@@ -30,7 +35,8 @@ from webhook.core.policy import (
     validate,
     verdict_of,
 )
-from webhook.namespaces import (
+from webhook.core.settings import Settings, SettingsError, parse_settings
+from webhook.server.namespaces import (
     CLOUD_ANNOTATION,
     DOMAIN_ANNOTATION,
     FAILED_SECONDS,
@@ -40,7 +46,6 @@ from webhook.namespaces import (
     PolicyHook,
     settings_for_namespace,
 )
-from webhook.settings import Settings, SettingsError, parse_settings
 
 pytestmark = pytest.mark.unit
 

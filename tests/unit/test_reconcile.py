@@ -10,10 +10,10 @@ import time
 from typing import Any
 
 import pytest
-from podfactory import load_render, pod_from_statefulset, services, statefulsets
 
-from webhook.clouds import IMMUTABLE_ANNOTATIONS
+from tests.support.podfactory import load_render, pod_from_statefulset, services, statefulsets
 from webhook.core import mutate
+from webhook.core.clouds import IMMUTABLE_ANNOTATIONS
 from webhook.core.reconcile import (
     CREATED_WITH_ANNOTATION,
     FIELD_MANAGER,
@@ -31,7 +31,7 @@ from webhook.core.reconcile import (
     unexposed_pod_selectors,
 )
 from webhook.core.services import EXTERNAL_DNS, OWNED_LABEL, POD_NAME_LABEL, broker_service, is_managed
-from webhook.settings import Settings, parse_settings
+from webhook.core.settings import Settings, parse_settings
 
 pytestmark = pytest.mark.unit
 
@@ -682,7 +682,7 @@ def test_statefulset_ordinals_start() -> None:
 
 
 def test_work_queue_deduplicates_and_delays() -> None:
-    from webhook.controller import WorkQueue
+    from webhook.controller.manager import WorkQueue
 
     queue = WorkQueue()
     for _ in range(3):
@@ -719,7 +719,7 @@ class FakeLeases:
             return copy.deepcopy(self.lease)
 
     def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        from webhook.kube import ApiError
+        from webhook.kube.client import ApiError
 
         with self.lock:
             if self.lease is not None:
@@ -730,7 +730,7 @@ class FakeLeases:
             return copy.deepcopy(self.lease)
 
     def replace(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        from webhook.kube import ApiError
+        from webhook.kube.client import ApiError
 
         with self.lock:
             assert self.lease is not None
@@ -743,7 +743,7 @@ class FakeLeases:
 
 
 def test_leader_election_one_leader_takeover_and_release() -> None:
-    from webhook.kube import LeaderElector
+    from webhook.kube.client import LeaderElector
 
     leases = FakeLeases()
     now = [0.0]
@@ -784,7 +784,7 @@ def test_leader_election_one_leader_takeover_and_release() -> None:
 def test_api_errors_are_classified() -> None:
     from kubernetes.client.exceptions import ApiException
 
-    from webhook.kube import ApiError
+    from webhook.kube.client import ApiError
 
     body = json.dumps({"kind": "Status", "reason": "AlreadyExists", "message": 'services "x" already exists'})
     error = ApiError.from_exception(ApiException(status=409, reason="Conflict", body=body))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-from webhook.settings import Settings
+from webhook.core.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from webhook.core.engine import mutate
+from webhook.core.expose import mutate
 from webhook.core.podspec import PREFIX
 from webhook.core.services import EXTERNAL_DNS, is_managed, selects_kafka
-from webhook.settings import Mode, Settings, host_allowed
+from webhook.core.settings import Mode, Settings, host_allowed
 
 INTERNAL_LOAD_BALANCER = "internalLoadBalancer"
 ALLOWED_DOMAINS = "allowedDomains"

@@ -22,9 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from webhook.clouds import IMMUTABLE_ANNOTATIONS
+from webhook.core.clouds import IMMUTABLE_ANNOTATIONS
 from webhook.core.decision import BrokerPlan
-from webhook.core.engine import EXPOSED_LABEL, NotExposed, mutate, pod_identity
+from webhook.core.expose import EXPOSED_LABEL, NotExposed, mutate, pod_identity
 from webhook.core.hosts import HostError, check_dns_name, split_pod_name
 from webhook.core.podspec import PREFIX, ShapeError, copy_json
 from webhook.core.services import (
@@ -34,7 +34,7 @@ from webhook.core.services import (
     is_managed,
     selected_broker,
 )
-from webhook.settings import Settings
+from webhook.core.settings import Settings
 
 FIELD_MANAGER = "kafka-expose"
 INJECT_LABEL = PREFIX + "inject"

@@ -8,7 +8,7 @@ from typing import Any
 from webhook.core.decision import BrokerPlan
 from webhook.core.hosts import BrokerIdentity, HostError, render, split_pod_name
 from webhook.core.podspec import PREFIX
-from webhook.settings import Settings
+from webhook.core.settings import Settings
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "kafka-expose"

@@ -52,7 +52,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from webhook import certs
+from webhook.tls import primitives as certs
 
 log = logging.getLogger(__name__)
 

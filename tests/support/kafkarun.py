@@ -69,10 +69,10 @@ from pathlib import Path
 
 # One module whichever name imports it (`tests.kafkarun`, or `kafkarun` with tests/ on sys.path):
 # the private /etc/hosts and the set of live processes are process-wide state, kept once.
-for _alias in ("kafkarun", "tests.kafkarun"):
+for _alias in ("kafkarun", "tests.support.kafkarun"):
     sys.modules.setdefault(_alias, sys.modules[__name__])
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "tools" / "build-kafka.sh"
 
 DEFAULT_HEAP = "384m"

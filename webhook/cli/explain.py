@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from webhook.core import mutate
+from webhook.core.settings import Settings
 from webhook.documents import InputError, fail, settings_and_objects
-from webhook.settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

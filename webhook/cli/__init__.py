@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 # sub-command -> (module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "render": ("webhook.render", "Helm post-renderer: expose the brokers of manifests on stdin"),
-    "explain": ("webhook.explain", "show, per broker, what it will advertise or why it is not exposed"),
-    "check": ("webhook.check", "evaluate the policy offline on manifests (exit 1 on violations)"),
-    "serve": ("webhook.serve", "run the admission webhook server (gunicorn + Flask, TLS)"),
-    "controller": ("webhook.controller", "run the per-broker LoadBalancer controller"),
-    "certs": ("webhook.certs", "certificate tooling (generate a CA and a serving certificate)"),
+    "render": ("webhook.cli.render", "Helm post-renderer: expose the brokers of manifests on stdin"),
+    "explain": ("webhook.cli.explain", "show, per broker, what it will advertise or why it is not exposed"),
+    "check": ("webhook.cli.check", "evaluate the policy offline on manifests (exit 1 on violations)"),
+    "serve": ("webhook.server.process", "run the admission webhook server (gunicorn + Flask, TLS)"),
+    "controller": ("webhook.controller.manager", "run the per-broker LoadBalancer controller"),
+    "certs": ("webhook.tls.primitives", "certificate tooling (generate a CA and a serving certificate)"),
 }
 
 

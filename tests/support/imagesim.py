@@ -20,7 +20,7 @@ from typing import Any
 
 from webhook.core.flavors import INIT_CONTAINER, PROPERTIES_MOUNT
 from webhook.core.images import FAMILIES, Family, image_family
-from webhook.settings import Settings
+from webhook.core.settings import Settings
 
 POD_IP = "10.1.2.3"
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")

@@ -28,10 +28,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import webhook.core  # noqa: F401  # before webhook.settings: settings <-> core.images import cycle
-from webhook.clouds import CLOUD_PRESETS
 from webhook.core import Decision
 from webhook.core import mutate as core_mutate
+from webhook.core.clouds import CLOUD_PRESETS
 from webhook.core.hosts import HostError, check_dns_name
 from webhook.core.podspec import PREFIX
 from webhook.core.policy import (
@@ -43,7 +42,7 @@ from webhook.core.policy import (
     policy_off,
     verdict_of,
 )
-from webhook.settings import Settings, host_allowed
+from webhook.core.settings import Settings, host_allowed
 
 log = logging.getLogger("kafka_expose.namespaces")
 

@@ -41,7 +41,7 @@ from webhook.core.services import (
     service_name,
     single_broker_host,
 )
-from webhook.settings import Settings
+from webhook.core.settings import Settings
 
 EXPOSED_LABEL = PREFIX + "exposed"
 STS_POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"

@@ -57,7 +57,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.tlsutil import CA, key_pem
+from tests.support.tlsutil import CA, key_pem
 
 __all__ = [
     "DEFAULT_CONTROLLERS",
@@ -76,7 +76,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "tools" / "build-controlplane.sh"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "helm")
 

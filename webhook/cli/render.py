@@ -13,8 +13,8 @@ from typing import Any
 
 from webhook.core import mutate
 from webhook.core.services import broker_service
+from webhook.core.settings import Settings, SettingsError, load_settings
 from webhook.documents import Document, DocumentError, dump, fail, split_documents
-from webhook.settings import Settings, SettingsError, load_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

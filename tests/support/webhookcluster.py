@@ -35,11 +35,11 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from tests import controlplane
-from tests.server.harness import WebhookServer, free_port
-from tests.tlsutil import CA
+from tests.support import controlplane
+from tests.support.harness import WebhookServer, free_port
+from tests.support.tlsutil import CA
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WEBHOOKS = REPO / "manifests" / "base" / "webhooks.yaml"
 OPT_IN = {"kafka-expose.io/inject": "enabled"}
 HOOK_LABEL = "kafka-expose.io/test-hook"

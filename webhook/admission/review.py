@@ -25,7 +25,7 @@ import orjson
 from webhook.core import Decision
 from webhook.core import mutate as core_mutate
 from webhook.core.podspec import copy_json
-from webhook.settings import Settings
+from webhook.core.settings import Settings
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"

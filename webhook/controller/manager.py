@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from webhook.core.reconcile import Action
-    from webhook.kube import EventRecorder, Kube, LeaderElector
+    from webhook.kube.client import EventRecorder, Kube, LeaderElector
     from webhook.reload import SettingsStore
 
 log = logging.getLogger("kafka_expose.controller")
@@ -256,7 +256,7 @@ class Watcher(threading.Thread):
         self.store = Store()
 
     def run(self) -> None:
-        from webhook.kube import ApiError, Backoff
+        from webhook.kube.client import ApiError, Backoff
 
         backoff = Backoff(base=0.5, cap=10.0)
         failures = 0
@@ -299,7 +299,7 @@ class Watcher(threading.Thread):
 
     def _watch(self, version: str) -> str:
         """One watch request; returns the resourceVersion to resume from when the server ends it."""
-        from webhook.kube import ApiError
+        from webhook.kube.client import ApiError
 
         # Spread the reconnections of the watches (as client-go does).
         timeout = int(self.timeout_seconds * random.uniform(1.0, 1.5))
@@ -393,8 +393,8 @@ class Reconciler:
             unexposed_pod_selectors,
         )
         from webhook.core.services import is_managed
-        from webhook.kube import ApiError, Kube
-        from webhook.namespaces import settings_for_namespace
+        from webhook.kube.client import ApiError, Kube
+        from webhook.server.namespaces import settings_for_namespace
 
         namespace_obj = self.kube.get(Kube.path("v1", "namespaces", name=namespace))
         if namespace_obj is None or (namespace_obj.get("metadata") or {}).get("deletionTimestamp"):
@@ -493,12 +493,12 @@ class Reconciler:
         )
 
     def _service_path(self, action: Action) -> str:
-        from webhook.kube import Kube
+        from webhook.kube.client import Kube
 
         return Kube.path("v1", "services", action.namespace, action.service)
 
     def _create(self, action: Action, owner: Mapping[str, Any] | None) -> None:
-        from webhook.kube import ApiError, Kube
+        from webhook.kube.client import ApiError, Kube
 
         assert action.desired is not None
         try:
@@ -517,7 +517,7 @@ class Reconciler:
         server-side apply prunes the fields we stop planning (as kubectl's client-side to
         server-side apply upgrade does). Conditioned on the resourceVersion; best effort."""
         from webhook.core.reconcile import FIELD_MANAGER
-        from webhook.kube import ApiError
+        from webhook.kube.client import ApiError
 
         metadata = service.get("metadata") or {}
         entries = metadata.get("managedFields") or []
@@ -552,13 +552,13 @@ class Reconciler:
 
     @staticmethod
     def _service_path_of(service: Mapping[str, Any]) -> str:
-        from webhook.kube import Kube
+        from webhook.kube.client import Kube
 
         metadata = service.get("metadata") or {}
         return Kube.path("v1", "services", str(metadata.get("namespace")), str(metadata.get("name")))
 
     def _update(self, action: Action, owner: Mapping[str, Any] | None) -> None:
-        from webhook.kube import ApiError
+        from webhook.kube.client import ApiError
 
         assert action.desired is not None
         version = action.resource_version
@@ -574,7 +574,7 @@ class Reconciler:
         self._event(owner, "Normal", "ServiceUpdated", action.reason)
 
     def _replace(self, action: Action, owner: Mapping[str, Any] | None) -> None:
-        from webhook.kube import ApiError, Kube
+        from webhook.kube.client import ApiError, Kube
 
         assert action.desired is not None
         self._event(owner, "Warning", "ServiceReplaced", action.reason)
@@ -622,7 +622,7 @@ class Reconciler:
 
     def _report_address(self, action: Action, owner: Mapping[str, Any] | None) -> None:
         from webhook.core.reconcile import LOAD_BALANCER_ANNOTATION
-        from webhook.kube import ApiError, Kube
+        from webhook.kube.client import ApiError, Kube
 
         assert action.pod is not None
         patch: dict[str, Any] = {"metadata": {"annotations": {LOAD_BALANCER_ANNOTATION: action.address}}}
@@ -654,7 +654,7 @@ class Term:
     ) -> None:
         from webhook.core.reconcile import INJECT_LABEL, INJECT_VALUE
         from webhook.core.services import MANAGED_BY_VALUE, OWNED_LABEL
-        from webhook.kube import Kube
+        from webhook.kube.client import Kube
 
         self.kube = Kube(watch_kube.api)  # its own, so closing this term's watches closes no other's
         self.reconciler = reconciler
@@ -743,7 +743,7 @@ class Term:
             self.enqueue_all()
 
     def _work(self) -> None:
-        from webhook.kube import ApiError
+        from webhook.kube.client import ApiError
 
         # Reconcile only once the first lists are in, so the namespaces of interest are known.
         for watcher in self.watchers:
@@ -799,7 +799,7 @@ class Controller:
         metrics: Metrics,
         args: argparse.Namespace,
     ) -> None:
-        from webhook.kube import EventRecorder, LeaderElector
+        from webhook.kube.client import EventRecorder, LeaderElector
 
         self.settings = settings
         self.metrics = metrics
@@ -846,10 +846,10 @@ class Controller:
 
 
 def run(args: argparse.Namespace) -> int:
-    from webhook.kube import Backoff, Kube, load_api_client
+    from webhook.core.settings import SettingsError
+    from webhook.kube.client import Backoff, Kube, load_api_client
     from webhook.logs import configure_logging
     from webhook.reload import SettingsStore
-    from webhook.settings import SettingsError
 
     configure_logging(args.log_level)
     if args.log_level != "debug":  # urllib3 warns on each connection retry; our own logs say what failed

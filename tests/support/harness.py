@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.tlsutil import CA, Leaf, atomic_swap_dir, client_context  # noqa: E402
+from tests.support.tlsutil import CA, Leaf, atomic_swap_dir, client_context  # noqa: E402
 
 DEFAULT_SETTINGS = "domain: kafka.example.com\nlistener:\n  name: EXTERNAL\n  port: 9094\n"
 Answer = tuple[int, dict[str, str], bytes]

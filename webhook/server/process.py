@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from flask import Flask
 
-    from webhook.gunicorn_conf import Runtime
+    from webhook.server.gunicorn import Runtime
 
 NOOP_ENV = "KAFKA_EXPOSE_NOOP"
 
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # hidden: answer /mutate without calling the core (benchmark floor), and the file poll interval
     parser.add_argument("--noop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reload-interval", type=float, default=1.0, help=argparse.SUPPRESS)
-    from webhook.selfcerts import add_self_managed_arguments  # cryptography: already loaded by `certs`
+    from webhook.tls.selfmanaged import add_self_managed_arguments  # cryptography: already loaded by `certs`
 
     add_self_managed_arguments(parser)
 
@@ -54,9 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    from webhook.core.settings import SettingsError
     from webhook.logs import configure_logging
     from webhook.reload import CertificateError, CertificateStore, SettingsStore
-    from webhook.settings import SettingsError
 
     configure_logging(args.log_level)
     log = logging.getLogger("kafka_expose.serve")
@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "self_managed", False):
         # The CA Secret, the serving certificate files and the caBundles are kept in step by a thread of
         # this (arbiter) process; workers only read the files (hot reload) and the readiness marker.
-        from webhook import selfcerts
-        from webhook.kube import load_api_client
+        from webhook.kube.client import load_api_client
+        from webhook.tls import selfmanaged as selfcerts
 
         try:
             manager = selfcerts.from_args(args, load_api_client(args.kubeconfig))
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("--max-requests-per-connection must be 0 (never close) or more")
         return 2
 
-    from webhook.gunicorn_conf import MAX_REQUESTS_PER_CONNECTION, Runtime, gunicorn_options
+    from webhook.server.gunicorn import MAX_REQUESTS_PER_CONNECTION, Runtime, gunicorn_options
 
     noop = bool(args.noop) or os.environ.get(NOOP_ENV, "").lower() in ("1", "true", "yes")
     runtime = Runtime(
@@ -186,9 +186,9 @@ def _application_class() -> Any:
 
         def load(self) -> Flask:
             """In each worker, after fork: the policy hooks' namespace watch belongs to this process."""
-            from webhook import metrics
-            from webhook.namespaces import policy_hooks
-            from webhook.server import ReadyCheck, create_app
+            from webhook.server import telemetry as metrics
+            from webhook.server.app import ReadyCheck, create_app
+            from webhook.server.namespaces import policy_hooks
 
             validate, mutate, _cache = policy_hooks(
                 self.runtime.kubeconfig,
@@ -210,7 +210,7 @@ def _application_class() -> Any:
 
 
 def _ca_injected_check(cert_dir: str) -> Any:
-    from webhook.selfcerts import injected
+    from webhook.tls.selfmanaged import injected
 
     def check() -> tuple[bool, str]:
         if injected(cert_dir):

@@ -20,13 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import webhook.core  # noqa: F401  # before webhook.settings: settings <-> core.images import cycle
 from webhook.core import mutate
 from webhook.core.policy import Violation, assess, is_load_balancer
 from webhook.core.services import broker_service
+from webhook.core.settings import Settings
 from webhook.documents import InputError, fail, settings_and_objects
-from webhook.namespaces import settings_for_namespace
-from webhook.settings import Settings
+from webhook.server.namespaces import settings_for_namespace
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -224,7 +224,7 @@ class CloudLoadBalancerStandIn(_Poller):
     def step(self) -> None:
         import kubernetes.client
 
-        from tests import kafkarun
+        from tests.support import kafkarun
 
         core = kubernetes.client.CoreV1Api(self.api)
         for namespace in sorted(self.namespaces):
@@ -310,7 +310,7 @@ class OutsideView:
     external-dns stand-in writes) bind-mounted over /etc/hosts of the client process only."""
 
     def __init__(self, directory: Path) -> None:
-        from tests import kafkarun
+        from tests.support import kafkarun
 
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "hosts"
@@ -318,9 +318,11 @@ class OutsideView:
         self.hosts = kafkarun.PrivateHosts(self.path)
 
     def argv(self, *words: str) -> list[str]:
-        from tests import kafkarun
+        from tests.support import kafkarun
 
-        return kafkarun.wrap_private_hosts_argv(self.path, [sys.executable, "-m", "tests.e2e", *words])
+        return kafkarun.wrap_private_hosts_argv(
+            self.path, [sys.executable, "-m", "tests.support.e2e", *words]
+        )
 
     def run_client(self, request: Mapping[str, Any], timeout: float = 240) -> dict[str, Any]:
         """Run the confluent-kafka client (`main` below) in this view; its JSON answer."""
@@ -359,7 +361,7 @@ class BrokerConfig:
 @contextlib.contextmanager
 def pod_ip_for_downward_api(ip: str) -> Iterator[None]:
     """imagesim fills `status.podIP` fieldRefs from its module constant: this pod's IP, for a while."""
-    from tests import imagesim
+    from tests.support import imagesim
 
     saved = imagesim.POD_IP
     imagesim.POD_IP = ip
@@ -435,7 +437,7 @@ def broker_config(
     """The Kafka properties a STORED pod runs with (tests/imagesim.py: env expansion with this pod's
     IP for `status.podIP`, the chart's shell command run by `sh` with the image's run script stubbed,
     the prepared file edited by our init container run for real), plus the chart's init steps."""
-    from tests import imagesim
+    from tests.support import imagesim
 
     with pod_ip_for_downward_api(ip):
         broker = imagesim.evaluate(copy.deepcopy(dict(pod)), settings, [dict(d) for d in docs])

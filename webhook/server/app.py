@@ -15,8 +15,7 @@ from typing import Any, Literal
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from webhook import metrics
-from webhook.admission import (
+from webhook.admission.review import (
     MAX_BODY_BYTES,
     BadReview,
     Handled,
@@ -35,9 +34,10 @@ from webhook.admission import (
     with_warnings,
 )
 from webhook.core import mutate as core_mutate
+from webhook.core.settings import Settings
 from webhook.logs import ADMISSION_LOGGER
 from webhook.reload import CertificateStore, SettingsStore
-from webhook.settings import Settings
+from webhook.server import telemetry as metrics
 
 Endpoint = Literal["mutate", "validate"]
 ReadyCheck = Callable[[], tuple[bool, str]]  # (ready, one line for /readyz)

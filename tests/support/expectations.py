@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from imagesim import Broker, evaluate
 
-from webhook.settings import Settings
+from tests.support.imagesim import Broker, evaluate
+from webhook.core.settings import Settings
 
-MANIFESTS = Path(__file__).parent / "manifests"
+MANIFESTS = Path(__file__).parents[1] / "manifests"
 
 
 def own_manifest(name: str) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ import yaml
 # The shared folder lies beside the checkout (../shared), on a developer's machine as in CI.
 FIXTURES = Path(
     os.environ.get(
-        "KAFKA_EXPOSE_CHART_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "charts"
+        "KAFKA_EXPOSE_CHART_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "charts"
     )
 )
 
