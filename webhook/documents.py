@@ -9,8 +9,6 @@ from typing import Any, TextIO
 
 import yaml
 
-from webhook.core.settings import Settings, SettingsError, load_settings
-
 _SEPARATOR = re.compile(r"^---(?:[ \t].*)?$", re.MULTILINE)
 
 
@@ -65,18 +63,6 @@ def objects(documents: list[Document]) -> list[dict[str, Any]]:
 
 class InputError(Exception):
     """Unusable settings or manifests; the message is the line for `fail`."""
-
-
-def settings_and_objects(config: str, filename: str) -> tuple[Settings, list[dict[str, Any]]]:
-    """The settings file's Settings and the objects of the manifests in `filename` (- for stdin)."""
-    try:
-        settings = load_settings(config)
-        items = objects(split_documents(read_input(filename)))
-    except SettingsError as err:
-        raise InputError(f"invalid settings: {err}") from None
-    except (DocumentError, OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read manifests: {err}") from None
-    return settings, items
 
 
 def fail(message: str, stream: TextIO = sys.stderr) -> int:

@@ -28,14 +28,15 @@ from kubernetes.client import ApiException
 
 from tests.support.controlplane import REPO_ROOT, ControlPlane
 from tests.support.podfactory import load_render, statefulsets
+from webhook.config import load_settings_text
 from webhook.core import mutate
-from webhook.core.settings import Settings, load_settings_text
+from webhook.core.settings import Settings
 
 OPT_IN_LABEL = "kafka-expose.io/inject"
 MANAGED_SELECTOR = "kafka-expose.io/managed-by=kafka-expose"
 AWS_INTERNAL = "service.beta.kubernetes.io/aws-load-balancer-internal"
 EXTERNAL_DNS = "external-dns.alpha.kubernetes.io/hostname"
-POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+STS_POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 LB_ANNOTATION = "kafka-expose.io/load-balancer"
 BROKER_RENDER = "bitnami-kafka-32.4.4-brokers3"
 
@@ -291,7 +292,7 @@ def scale(api: kubernetes.client.ApiClient, namespace: str, name: str, replicas:
 
 def selected_pods(services: dict[str, dict[str, Any]]) -> list[str]:
     """The broker pod each Service pins, sorted (a duplicate shows up twice)."""
-    return sorted(s["spec"]["selector"][POD_NAME_LABEL] for s in services.values())
+    return sorted(s["spec"]["selector"][STS_POD_NAME_LABEL] for s in services.values())
 
 
 def dump(obj: Any) -> str:

@@ -24,9 +24,9 @@ from tests.cluster.controller_fixtures import (
     LB_ANNOTATION,
     LEASE_DURATION,
     OPT_IN_LABEL,
-    POD_NAME_LABEL,
     RESYNC_SECONDS,
     SETTINGS_TEXT,
+    STS_POD_NAME_LABEL,
     Controller,
     all_services,
     broker_statefulset,
@@ -45,8 +45,8 @@ from tests.cluster.controller_fixtures import (
 )
 from tests.support.controlplane import ControlPlane, NodeAgentStandIn, wait_for
 from tests.support.podfactory import load_render, pod_from_statefulset, statefulsets
+from webhook.config import load_settings_text
 from webhook.core import mutate
-from webhook.core.settings import load_settings_text
 
 pytestmark = pytest.mark.cluster
 
@@ -162,10 +162,10 @@ def test_a_stock_render_gets_one_internal_load_balancer_per_broker(
     wait_for(lambda: len(pods(api, ns)) == 6, message="3 brokers and 3 controllers")
     assert selected_pods(services) == ["kafka-broker-0", "kafka-broker-1", "kafka-broker-2"]
     for name, service in services.items():
-        pod = service["spec"]["selector"][POD_NAME_LABEL]
+        pod = service["spec"]["selector"][STS_POD_NAME_LABEL]
         assert name == f"{pod}-external"
         assert service["spec"]["type"] == "LoadBalancer"
-        assert service["spec"]["selector"] == {POD_NAME_LABEL: pod}  # exactly one broker
+        assert service["spec"]["selector"] == {STS_POD_NAME_LABEL: pod}  # exactly one broker
         assert service["spec"]["loadBalancerSourceRanges"] == ["10.0.0.0/8"]
         assert service["spec"]["ports"][0]["port"] == 9094
         annotations = service["metadata"]["annotations"]

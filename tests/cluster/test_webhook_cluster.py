@@ -25,8 +25,8 @@ from tests.support.webhookcluster import (
     probe_pod,
     wait_for,
 )
+from webhook.config import load_settings_text
 from webhook.core import mutate
-from webhook.core.settings import load_settings_text
 
 pytestmark = pytest.mark.cluster
 

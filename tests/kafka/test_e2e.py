@@ -67,9 +67,10 @@ from tests.support.webhookcluster import (
     ensure_namespace,
     wait_for,
 )
+from webhook.config import load_settings_text
 from webhook.core.flavors import INIT_CONTAINER
 from webhook.core.images import image_family
-from webhook.core.settings import Settings, load_settings_text
+from webhook.core.settings import Settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(900)]
 

@@ -32,8 +32,8 @@ from tests.support.webhookcluster import ControllerProcess, wait_for
 MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
 OPT_IN = {"kafka-expose.io/inject": "enabled"}
 EXPOSED_LABEL = "kafka-expose.io/exposed"
-ADVERTISED_ANNOTATION = "kafka-expose.io/advertised"
-POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+ADVERTISED = "kafka-expose.io/advertised"
+STS_POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 MANAGED_SELECTOR = "kafka-expose.io/managed-by=kafka-expose"
 HAMMER_RENDER = "bitnami-kafka-32.4.4-brokers3"
 
@@ -400,10 +400,8 @@ def check_exposure(api: Api, namespaces: dict[str, int], domain: str = "kafka.ex
             labels = pod["metadata"].get("labels") or {}
             annotations = pod["metadata"].get("annotations") or {}
             env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0].get("env", [])}
-            if labels.get(EXPOSED_LABEL) != "true" or annotations.get(ADVERTISED_ANNOTATION) != host:
-                result.problems.append(
-                    f"{namespace}/{pod_name}: not exposed ({annotations.get(ADVERTISED_ANNOTATION)})"
-                )
+            if labels.get(EXPOSED_LABEL) != "true" or annotations.get(ADVERTISED) != host:
+                result.problems.append(f"{namespace}/{pod_name}: not exposed ({annotations.get(ADVERTISED)})")
                 continue
             advertised = str(env.get("KAFKA_ADVERTISED_LISTENERS", ""))
             if "EXTERNAL://$(" not in advertised or advertised.count("EXTERNAL://") != 1:
@@ -418,7 +416,7 @@ def check_exposure(api: Api, namespaces: dict[str, int], domain: str = "kafka.ex
             owners = [o.get("uid") for o in service["metadata"].get("ownerReferences", [])]
             if (
                 service["spec"].get("type") != "LoadBalancer"
-                or service["spec"].get("selector", {}).get(POD_NAME_LABEL) != pod_name
+                or service["spec"].get("selector", {}).get(STS_POD_NAME_LABEL) != pod_name
                 or owners != [owner]
             ):
                 result.problems.append(

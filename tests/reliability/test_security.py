@@ -144,7 +144,7 @@ GUESSES = (
 
 def routes() -> set[str]:
     """Every route the app defines (built here with plain settings, like each worker builds it)."""
-    from webhook.core.settings import load_settings_text
+    from webhook.config import load_settings_text
     from webhook.server.app import create_app
 
     app = create_app(load_settings_text(SETTINGS))

@@ -13,8 +13,8 @@ import pytest
 
 from tests.support import podfactory
 from tests.support.harness import DEFAULT_SETTINGS, WebhookServer
+from webhook.config import load_settings_text
 from webhook.core import mutate
-from webhook.core.settings import load_settings_text
 from webhook.server.gunicorn import MAX_REQUESTS_PER_CONNECTION
 
 pytestmark = pytest.mark.unit

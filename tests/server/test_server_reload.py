@@ -22,7 +22,9 @@ import pytest
 from tests.support import podfactory
 from tests.support.harness import DEFAULT_SETTINGS, WebhookServer, running_server
 from tests.support.tlsutil import CA, atomic_swap_dir, peer_serial
-from webhook.reload import CertificateError, CertificateStore, SettingsStore, Watcher, build_server_context
+from webhook.config import SettingsStore
+from webhook.reload import Watcher
+from webhook.tls.served import CertificateError, CertificateStore, build_server_context
 
 pytestmark = pytest.mark.unit
 

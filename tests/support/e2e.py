@@ -49,7 +49,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 EXTERNAL_DNS = "external-dns.alpha.kubernetes.io/hostname"
-POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+STS_POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 CLUSTER_DOMAIN = "cluster.local"
 
 

@@ -11,7 +11,7 @@ import yaml
 
 from tests.support.expectations import assert_exposed
 from tests.support.podfactory import FIXTURES, load_render, pod_from_statefulset, render_names, statefulsets
-from webhook.core.settings import load_settings_text
+from webhook.config import load_settings_text
 
 pytestmark = pytest.mark.unit
 

@@ -141,7 +141,7 @@ def test_namespace_enforces_the_restricted_pod_security_standard(base: list[dict
 
 
 def test_settings_configmap_is_valid_and_has_an_example_policy(base: list[dict[str, Any]]) -> None:
-    from webhook.core.settings import load_settings_text
+    from webhook.config import load_settings_text
 
     text = one(base, "ConfigMap", "kafka-expose-settings")["data"]["settings.yaml"]
     settings = load_settings_text(text)

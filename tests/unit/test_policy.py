@@ -20,6 +20,8 @@ from tests.support.podfactory import (
     statefulsets,
 )
 from webhook.core import mutate
+from webhook.core.names import CLOUD_OVERRIDE, DOMAIN_OVERRIDE
+from webhook.core.overrides import settings_for_namespace
 from webhook.core.policy import (
     ALLOWED_DOMAINS,
     EXPOSURE_REQUIRED,
@@ -37,14 +39,11 @@ from webhook.core.policy import (
 )
 from webhook.core.settings import Settings, SettingsError, parse_settings
 from webhook.server.namespaces import (
-    CLOUD_ANNOTATION,
-    DOMAIN_ANNOTATION,
     FAILED_SECONDS,
     MISSING_SECONDS,
     NamespaceCache,
     NamespaceMutate,
     PolicyHook,
-    settings_for_namespace,
 )
 
 pytestmark = pytest.mark.unit
@@ -488,14 +487,14 @@ def override_settings(**overrides: Any) -> Settings:
 def test_a_namespace_gets_its_own_domain_and_an_allowed_cloud() -> None:
     settings = override_settings()
     effective, problems = settings_for_namespace(
-        settings, {DOMAIN_ANNOTATION: "team-a.kafka.example.com", CLOUD_ANNOTATION: "gke-legacy"}, "team-a"
+        settings, {DOMAIN_OVERRIDE: "team-a.kafka.example.com", CLOUD_OVERRIDE: "gke-legacy"}, "team-a"
     )
     assert problems == []
     assert effective.domain == "team-a.kafka.example.com"
     assert effective.load_balancer.cloud == "gke-legacy"
     assert effective.policy == settings.policy and effective.version == settings.version
     below, problems = settings_for_namespace(
-        settings, {DOMAIN_ANNOTATION: "eu.team-a.kafka.example.com"}, "team-a"
+        settings, {DOMAIN_OVERRIDE: "eu.team-a.kafka.example.com"}, "team-a"
     )
     assert problems == [] and below.domain == "eu.team-a.kafka.example.com"
 
@@ -503,7 +502,7 @@ def test_a_namespace_gets_its_own_domain_and_an_allowed_cloud() -> None:
 def test_a_namespace_cannot_take_another_namespace_s_domain() -> None:
     settings = override_settings()
     effective, problems = settings_for_namespace(
-        settings, {DOMAIN_ANNOTATION: "team-a.kafka.example.com"}, "team-b"
+        settings, {DOMAIN_OVERRIDE: "team-a.kafka.example.com"}, "team-b"
     )
     assert effective is settings
     assert problems == [
@@ -516,24 +515,24 @@ def test_a_namespace_cannot_take_another_namespace_s_domain() -> None:
 @pytest.mark.parametrize(
     ("annotations", "overrides", "reason"),
     [
-        ({DOMAIN_ANNOTATION: "Not A Domain"}, {}, "not a valid lower-case DNS name"),
+        ({DOMAIN_OVERRIDE: "Not A Domain"}, {}, "not a valid lower-case DNS name"),
         (
-            {DOMAIN_ANNOTATION: "team-a.kafka.example.com"},
+            {DOMAIN_OVERRIDE: "team-a.kafka.example.com"},
             {"allowedDomains": []},
             "the platform allows no domain override",
         ),
         (
-            {DOMAIN_ANNOTATION: "team-a.other.io"},
+            {DOMAIN_OVERRIDE: "team-a.other.io"},
             {"allowedDomains": ["{namespace}.other.io"]},
             "not under the allowed domains kafka.example.com (policy.allowedDomains)",
         ),
         (
-            {CLOUD_ANNOTATION: "azure"},
+            {CLOUD_OVERRIDE: "azure"},
             {},
             "allowed clouds are gke-legacy (policy.namespaceOverrides.allowedClouds)",
         ),
-        ({CLOUD_ANNOTATION: "azure"}, {"allowedClouds": []}, "the platform allows no cloud override"),
-        ({CLOUD_ANNOTATION: "mars"}, {}, "unknown cloud"),
+        ({CLOUD_OVERRIDE: "azure"}, {"allowedClouds": []}, "the platform allows no cloud override"),
+        ({CLOUD_OVERRIDE: "mars"}, {}, "unknown cloud"),
     ],
 )
 def test_refused_overrides_keep_the_platform_default(
@@ -551,7 +550,7 @@ def test_asking_for_the_platform_values_or_nothing_is_no_override() -> None:
     for asked in (
         None,
         {},
-        {DOMAIN_ANNOTATION: "kafka.example.com", CLOUD_ANNOTATION: "gke"},
+        {DOMAIN_OVERRIDE: "kafka.example.com", CLOUD_OVERRIDE: "gke"},
         {"other": "x"},
     ):
         assert settings_for_namespace(settings, asked, "team-a") == (settings, [])
@@ -611,9 +610,9 @@ class FakeReader:
 
 
 def test_cache_reads_unknown_namespaces_and_follows_the_watch() -> None:
-    reader = FakeReader({"team-a": {DOMAIN_ANNOTATION: "team-a.kafka.example.com"}})
+    reader = FakeReader({"team-a": {DOMAIN_OVERRIDE: "team-a.kafka.example.com"}})
     cache = NamespaceCache(reader)
-    assert cache.annotations("team-a") == {DOMAIN_ANNOTATION: "team-a.kafka.example.com"}
+    assert cache.annotations("team-a") == {DOMAIN_OVERRIDE: "team-a.kafka.example.com"}
     assert cache.annotations("missing") is None
     assert reader.reads == ["team-a", "missing"]
     cache.annotations("team-a")
@@ -647,12 +646,12 @@ def test_a_namespace_not_found_is_not_read_again_for_every_request() -> None:
     assert cache.annotations("ghost") is None
     assert reader.reads == ["ghost", "ghost"]  # remembered for a while only
     # the watch telling of the namespace ends it at once
-    reader.namespaces["ghost"] = {DOMAIN_ANNOTATION: "ghost.kafka.example.com"}
+    reader.namespaces["ghost"] = {DOMAIN_OVERRIDE: "ghost.kafka.example.com"}
     reader.events = [{"type": "ADDED", "object": reader._ns("ghost")}]
     cache.start()
     try:
         assert cache.synced.wait(5)
-        assert cache.annotations("ghost") == {DOMAIN_ANNOTATION: "ghost.kafka.example.com"}
+        assert cache.annotations("ghost") == {DOMAIN_OVERRIDE: "ghost.kafka.example.com"}
     finally:
         cache.stop()
 
@@ -774,7 +773,7 @@ def test_hook_without_api_access_checks_everything_but_the_cap() -> None:
 def test_hook_uses_the_namespace_settings_and_warns_about_refused_overrides() -> None:
     settings = override_settings()
     reader = FakeReader(
-        {"kafka": {CLOUD_ANNOTATION: "gke-legacy", DOMAIN_ANNOTATION: "team-a.kafka.example.com"}}
+        {"kafka": {CLOUD_OVERRIDE: "gke-legacy", DOMAIN_OVERRIDE: "team-a.kafka.example.com"}}
     )
     hook = PolicyHook(NamespaceCache(reader))
     legacy = {"cloud.google.com/load-balancer-type": "Internal"}
@@ -795,8 +794,8 @@ def test_namespace_mutate_applies_overrides_and_warns_on_refusals() -> None:
     settings = override_settings()
     reader = FakeReader(
         {
-            "team-a": {DOMAIN_ANNOTATION: "team-a.kafka.example.com"},
-            "team-b": {DOMAIN_ANNOTATION: "team-a.kafka.example.com"},
+            "team-a": {DOMAIN_OVERRIDE: "team-a.kafka.example.com"},
+            "team-b": {DOMAIN_OVERRIDE: "team-a.kafka.example.com"},
         }
     )
     namespace_mutate = NamespaceMutate(NamespaceCache(reader))

@@ -14,10 +14,15 @@ import pytest
 from tests.support.podfactory import load_render, pod_from_statefulset, services, statefulsets
 from webhook.core import mutate
 from webhook.core.clouds import IMMUTABLE_ANNOTATIONS
-from webhook.core.reconcile import (
-    CREATED_WITH_ANNOTATION,
+from webhook.core.names import (
+    CREATED_WITH,
+    EXTERNAL_DNS,
     FIELD_MANAGER,
-    LOAD_BALANCER_ANNOTATION,
+    LOAD_BALANCER,
+    OWNED_LABEL,
+    STS_POD_NAME_LABEL,
+)
+from webhook.core.reconcile import (
     NamespacePlan,
     NamespaceState,
     desired_service,
@@ -30,7 +35,7 @@ from webhook.core.reconcile import (
     recorded_immutable_settings,
     unexposed_pod_selectors,
 )
-from webhook.core.services import EXTERNAL_DNS, OWNED_LABEL, POD_NAME_LABEL, broker_service, is_managed
+from webhook.core.services import broker_service, is_managed
 from webhook.core.settings import Settings, parse_settings
 
 pytestmark = pytest.mark.unit
@@ -240,11 +245,11 @@ def test_every_exposed_broker_slot_gets_its_service() -> None:
         service = action.desired
         assert service is not None
         assert service["spec"]["type"] == "LoadBalancer"
-        assert service["spec"]["selector"] == {POD_NAME_LABEL: f"kafka-broker-{i}"}
+        assert service["spec"]["selector"] == {STS_POD_NAME_LABEL: f"kafka-broker-{i}"}
         annotations = service["metadata"]["annotations"]
         assert annotations[AWS_INTERNAL] == "true"
         assert annotations[EXTERNAL_DNS] == f"kafka-broker-{i}.kafka.kafka.example.com"
-        assert json.loads(annotations[CREATED_WITH_ANNOTATION]) == {"annotations": {AWS_INTERNAL: "true"}}
+        assert json.loads(annotations[CREATED_WITH]) == {"annotations": {AWS_INTERNAL: "true"}}
         assert service["metadata"]["ownerReferences"][0]["uid"] == sts["metadata"]["uid"]
         assert is_managed(service)
         assert action.statefulset == "kafka-broker"
@@ -394,7 +399,7 @@ def test_a_foreign_service_with_the_planned_name_is_a_conflict_and_left_alone() 
 def test_foreign_services_are_never_deleted() -> None:
     services = [
         foreign("kafka-broker-2-external"),
-        foreign("x", {POD_NAME_LABEL: "kafka-broker-2"}, "LoadBalancer"),
+        foreign("x", {STS_POD_NAME_LABEL: "kafka-broker-2"}, "LoadBalancer"),
     ]
     for sts in ([broker_statefulset(1)], []):
         assert plan_namespace(state([], sts, services), SETTINGS).actions == ()
@@ -423,7 +428,7 @@ def test_a_service_name_template_without_the_pod_is_a_conflict() -> None:
 def test_the_charts_own_broker_load_balancer_is_used() -> None:
     sts = broker_statefulset()
     pods = [exposed_pod(sts, i) for i in range(3)]
-    chart = foreign("kafka-broker-0-external-chart", {POD_NAME_LABEL: "kafka-broker-0"}, "LoadBalancer")
+    chart = foreign("kafka-broker-0-external-chart", {STS_POD_NAME_LABEL: "kafka-broker-0"}, "LoadBalancer")
     chart["status"] = {"loadBalancer": {"ingress": [{"hostname": "lb-0.elb.example.com"}]}}
     plan = plan_namespace(state(pods, [sts], [chart]), SETTINGS)
     assert kinds(plan)[:3] == [
@@ -435,7 +440,7 @@ def test_the_charts_own_broker_load_balancer_is_used() -> None:
     report = plan.of("report-address")
     assert [(a.pod, a.address) for a in report] == [("kafka-broker-0", "lb-0.elb.example.com")]
     # a chart ClusterIP Service selecting the pod is not a load balancer
-    cluster_ip = foreign("kafka-broker-0-internal", {POD_NAME_LABEL: "kafka-broker-0"})
+    cluster_ip = foreign("kafka-broker-0-internal", {STS_POD_NAME_LABEL: "kafka-broker-0"})
     assert not plan_namespace(state(pods, [sts], [cluster_ip]), SETTINGS).of("chart-lb")
 
 
@@ -447,7 +452,7 @@ def test_hand_edits_of_our_fields_are_repaired() -> None:
     pods, services = steady(sts)
     edits = {
         0: lambda s: s["metadata"]["annotations"].pop(AWS_INTERNAL),
-        1: lambda s: s["spec"].update(selector={POD_NAME_LABEL: "kafka-broker-0"}),
+        1: lambda s: s["spec"].update(selector={STS_POD_NAME_LABEL: "kafka-broker-0"}),
         2: lambda s: s["spec"]["ports"][0].update(targetPort=1234),
     }
     for index, edit in edits.items():
@@ -606,7 +611,7 @@ def test_an_immutable_annotation_removed_by_hand_is_restored_not_replaced() -> N
 def test_a_service_without_a_record_is_judged_as_it_is() -> None:
     sts = broker_statefulset()
     _, services = steady(sts)
-    del services[0]["metadata"]["annotations"][CREATED_WITH_ANNOTATION]
+    del services[0]["metadata"]["annotations"][CREATED_WITH]
     assert recorded_immutable_settings(services[0]) == {"annotations": {AWS_INTERNAL: "true"}}
     assert AWS_INTERNAL in IMMUTABLE_ANNOTATIONS
 
@@ -625,15 +630,15 @@ def test_the_load_balancer_address_is_reported_on_the_pod() -> None:
         ("kafka-broker-0", "pod-uid-0", "10.1.2.3"),
         ("kafka-broker-1", "pod-uid-1", "lb-1.example.com"),
     ]
-    pods[0]["metadata"]["annotations"][LOAD_BALANCER_ANNOTATION] = "10.1.2.3"
-    pods[1]["metadata"]["annotations"][LOAD_BALANCER_ANNOTATION] = "lb-1.example.com"
+    pods[0]["metadata"]["annotations"][LOAD_BALANCER] = "10.1.2.3"
+    pods[1]["metadata"]["annotations"][LOAD_BALANCER] = "lb-1.example.com"
     assert plan_namespace(state(pods, [sts], services), SETTINGS).actions == ()
 
 
 def test_a_stale_address_is_removed() -> None:
     sts = broker_statefulset()
     pods, services = steady(sts)
-    pods[2]["metadata"]["annotations"][LOAD_BALANCER_ANNOTATION] = "10.9.9.9"
+    pods[2]["metadata"]["annotations"][LOAD_BALANCER] = "10.9.9.9"
     plan = plan_namespace(state(pods, [sts], services), SETTINGS)
     assert [(a.kind, a.pod, a.address) for a in plan.actions] == [("report-address", "kafka-broker-2", None)]
 
@@ -651,7 +656,7 @@ def test_desired_service_is_the_core_plan_plus_the_record() -> None:
     assert plan is not None
     core = broker_service(plan, SETTINGS, owner=sts)
     ours = desired_service(plan, SETTINGS, sts)
-    assert ours["metadata"]["annotations"].pop(CREATED_WITH_ANNOTATION)
+    assert ours["metadata"]["annotations"].pop(CREATED_WITH)
     assert ours == core
 
 

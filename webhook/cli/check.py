@@ -20,12 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.cli.inputs import settings_and_objects
 from webhook.core import mutate
+from webhook.core.overrides import settings_for_namespace
 from webhook.core.policy import Violation, assess, is_load_balancer
 from webhook.core.services import broker_service
 from webhook.core.settings import Settings
-from webhook.documents import InputError, fail, settings_and_objects
-from webhook.server.namespaces import settings_for_namespace
+from webhook.documents import InputError, fail
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from webhook.cli.inputs import settings_and_objects
 from webhook.core import mutate
 from webhook.core.settings import Settings
-from webhook.documents import InputError, fail, settings_and_objects
+from webhook.documents import InputError, fail
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,9 +11,10 @@ import argparse
 import sys
 from typing import Any
 
+from webhook.config import load_settings
 from webhook.core import mutate
 from webhook.core.services import broker_service
-from webhook.core.settings import Settings, SettingsError, load_settings
+from webhook.core.settings import Settings, SettingsError
 from webhook.documents import Document, DocumentError, dump, fail, split_documents
 
 

@@ -27,10 +27,12 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from webhook.core.names import EXPOSED_LABEL, PREFIX
+
 if TYPE_CHECKING:
+    from webhook.config import SettingsStore
     from webhook.core.reconcile import Action
     from webhook.kube.client import EventRecorder, Kube, LeaderElector
-    from webhook.reload import SettingsStore
 
 log = logging.getLogger("kafka_expose.controller")
 
@@ -338,7 +340,7 @@ def _pod_fingerprint(pod: Mapping[str, Any]) -> Hashable:
         metadata.get("uid"),
         bool(metadata.get("deletionTimestamp")),
         owners,
-        tuple(sorted((k, v) for k, v in annotations.items() if k.startswith("kafka-expose.io/"))),
+        tuple(sorted((k, v) for k, v in annotations.items() if k.startswith(PREFIX))),
     )
 
 
@@ -386,6 +388,7 @@ class Reconciler:
 
     def reconcile(self, namespace: str) -> float | None:
         """Make `namespace` match the plan; the delay after which to look again, if any."""
+        from webhook.core.overrides import settings_for_namespace
         from webhook.core.reconcile import (
             NamespaceState,
             is_opted_in,
@@ -394,7 +397,6 @@ class Reconciler:
         )
         from webhook.core.services import is_managed
         from webhook.kube.client import ApiError, Kube
-        from webhook.server.namespaces import settings_for_namespace
 
         namespace_obj = self.kube.get(Kube.path("v1", "namespaces", name=namespace))
         if namespace_obj is None or (namespace_obj.get("metadata") or {}).get("deletionTimestamp"):
@@ -412,7 +414,7 @@ class Reconciler:
             self.pending.pop(namespace, None)
             return None
         pods, _ = self.kube.list_all(
-            Kube.path("v1", "pods", namespace), label_selector="kafka-expose.io/exposed=true"
+            Kube.path("v1", "pods", namespace), label_selector=f"{EXPOSED_LABEL}=true"
         )
         statefulsets, _ = self.kube.list_all(Kube.path("apps/v1", "statefulsets", namespace))
         unexposed: list[dict[str, Any]] = []
@@ -516,7 +518,7 @@ class Reconciler:
         """Turn the create's field ownership (operation Update) into an apply's, so that a later
         server-side apply prunes the fields we stop planning (as kubectl's client-side to
         server-side apply upgrade does). Conditioned on the resourceVersion; best effort."""
-        from webhook.core.reconcile import FIELD_MANAGER
+        from webhook.core.names import FIELD_MANAGER
         from webhook.kube.client import ApiError
 
         metadata = service.get("metadata") or {}
@@ -621,11 +623,11 @@ class Reconciler:
         self._event(owner, "Warning", "ImmutableSettingsChanged", action.reason)
 
     def _report_address(self, action: Action, owner: Mapping[str, Any] | None) -> None:
-        from webhook.core.reconcile import LOAD_BALANCER_ANNOTATION
+        from webhook.core.names import LOAD_BALANCER
         from webhook.kube.client import ApiError, Kube
 
         assert action.pod is not None
-        patch: dict[str, Any] = {"metadata": {"annotations": {LOAD_BALANCER_ANNOTATION: action.address}}}
+        patch: dict[str, Any] = {"metadata": {"annotations": {LOAD_BALANCER: action.address}}}
         if action.pod_uid:
             patch["metadata"]["uid"] = action.pod_uid  # only this pod, not a successor of the same name
         try:
@@ -652,8 +654,7 @@ class Term:
         metrics: Metrics,
         watch_timeout: int = 300,
     ) -> None:
-        from webhook.core.reconcile import INJECT_LABEL, INJECT_VALUE
-        from webhook.core.services import MANAGED_BY_VALUE, OWNED_LABEL
+        from webhook.core.names import MANAGED_BY_VALUE, OPT_IN_LABEL, OPT_IN_VALUE, OWNED_LABEL
         from webhook.kube.client import Kube
 
         self.kube = Kube(watch_kube.api)  # its own, so closing this term's watches closes no other's
@@ -685,10 +686,10 @@ class Term:
         self.namespaces = watcher(
             "namespaces",
             Kube.path("v1", "namespaces"),
-            f"{INJECT_LABEL}={INJECT_VALUE}",
+            f"{OPT_IN_LABEL}={OPT_IN_VALUE}",
             _constant_fingerprint,
         )
-        self.pods = watcher("pods", Kube.path("v1", "pods"), "kafka-expose.io/exposed=true", _pod_fingerprint)
+        self.pods = watcher("pods", Kube.path("v1", "pods"), f"{EXPOSED_LABEL}=true", _pod_fingerprint)
         self.services = watcher(
             "services", Kube.path("v1", "services"), f"{OWNED_LABEL}={MANAGED_BY_VALUE}", _version_fingerprint
         )
@@ -846,10 +847,10 @@ class Controller:
 
 
 def run(args: argparse.Namespace) -> int:
+    from webhook.config import SettingsStore
     from webhook.core.settings import SettingsError
     from webhook.kube.client import Backoff, Kube, load_api_client
     from webhook.logs import configure_logging
-    from webhook.reload import SettingsStore
 
     configure_logging(args.log_level)
     if args.log_level != "debug":  # urllib3 warns on each connection retry; our own logs say what failed

@@ -8,18 +8,23 @@ from typing import Any
 
 from webhook.core.decision import BrokerPlan, Decision, Outcome
 from webhook.core.flavors import Listen, detect_flavor
-from webhook.core.hosts import (
-    POD_INDEX_LABEL,
-    BrokerIdentity,
-    HostError,
-    env_expression,
-    render,
-    split_pod_name,
-)
+from webhook.core.hosts import BrokerIdentity, HostError, env_expression, render, split_pod_name
 from webhook.core.images import FAMILIES, Family, image_family
 from webhook.core.listeners import ListenerError
+from webhook.core.names import (
+    ADVERTISED,
+    CONTAINER_PORT,
+    EXPOSED_LABEL,
+    EXTERNAL_DNS,
+    FLAVOR,
+    INTERNAL_LB_CLOUD,
+    POD_INDEX_LABEL,
+    SECURITY_PROTOCOL,
+    SERVICE,
+    SETTINGS_VERSION,
+    STS_POD_NAME_LABEL,
+)
 from webhook.core.podspec import (
-    PREFIX,
     ShapeError,
     as_dict,
     as_list,
@@ -33,18 +38,8 @@ from webhook.core.podspec import (
     str_map,
     used_ports,
 )
-from webhook.core.services import (
-    EXTERNAL_DNS,
-    is_managed,
-    selected_broker,
-    selects_kafka,
-    service_name,
-    single_broker_host,
-)
+from webhook.core.services import is_managed, selected_broker, selects_kafka, service_name, single_broker_host
 from webhook.core.settings import Settings
-
-EXPOSED_LABEL = PREFIX + "exposed"
-STS_POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 
 
 class NotExposed(Exception):
@@ -225,13 +220,13 @@ def expose(
     # new maps, not edits of the old ones (see podspec.editable_pod)
     metadata["labels"] = {**str_map(metadata.get("labels"), "metadata.labels"), EXPOSED_LABEL: "true"}
     annotations = metadata["annotations"] = dict(str_map(metadata.get("annotations"), "metadata.annotations"))
-    annotations[PREFIX + "flavor"] = flavor.name
-    annotations[PREFIX + "settings-version"] = settings.version
+    annotations[FLAVOR] = flavor.name
+    annotations[SETTINGS_VERSION] = settings.version
     if concrete:
-        annotations[PREFIX + "advertised"] = plan.advertised
-        annotations[PREFIX + "service"] = plan.service_name
-        annotations[PREFIX + "container-port"] = str(container_port)
-        annotations[PREFIX + "security-protocol"] = protocol or "as the client listener (decided at start)"
+        annotations[ADVERTISED] = plan.advertised
+        annotations[SERVICE] = plan.service_name
+        annotations[CONTAINER_PORT] = str(container_port)
+        annotations[SECURITY_PROTOCOL] = protocol or "as the client listener (decided at start)"
     return plan
 
 
@@ -320,7 +315,7 @@ def _mutate_service(obj: Mapping[str, Any], settings: Settings, namespace: str |
     host = single_broker_host(obj, settings, ns)
     if host and EXTERNAL_DNS not in annotations:
         annotations[EXTERNAL_DNS] = host
-    annotations[PREFIX + "internal-load-balancer"] = lb.cloud
+    annotations[INTERNAL_LB_CLOUD] = lb.cloud
     result_spec = as_dict(result["spec"], "spec")
     if lb.load_balancer_class and "loadBalancerClass" not in result_spec:
         result_spec["loadBalancerClass"] = lb.load_balancer_class

@@ -6,16 +6,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.core.names import DNS_LABEL_RE, POD_INDEX_LABEL
 from webhook.core.podspec import field_ref_env
 
-_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _ORDINAL_RE = re.compile(r"^(?P<statefulset>.+)-(?P<ordinal>0|[1-9][0-9]*)$")
 
 POD_NAME_VAR = "KAFKAEXPOSE_POD_NAME"
 NAMESPACE_VAR = "KAFKAEXPOSE_NAMESPACE"
 ORDINAL_VAR = "KAFKAEXPOSE_ORDINAL"
 HOST_VAR = "KAFKAEXPOSE_HOST"
-POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 
 
 class HostError(ValueError):
@@ -60,7 +59,7 @@ def check_dns_name(host: str) -> None:
     if len(host) > 253:
         raise HostError(f"host {host[:60]}... is longer than 253 characters")
     for label in host.split("."):
-        if not _LABEL_RE.match(label):
+        if not DNS_LABEL_RE.match(label):
             raise HostError(
                 f"host {host!r} is not a valid DNS name: label {label!r} must be 1-63 lower-case "
                 "letters, digits or '-', starting and ending with a letter or digit"

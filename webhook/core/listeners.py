@@ -10,7 +10,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+from webhook.core.names import SECURITY_PROTOCOLS
+
 # Kafka's default listener.security.protocol.map (KafkaConfig / SocketServerConfigs).
 DEFAULT_PROTOCOL_MAP = (
     ("PLAINTEXT", "PLAINTEXT"),

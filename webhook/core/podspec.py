@@ -12,8 +12,6 @@ from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 
-PREFIX = "kafka-expose.io/"
-
 
 class ShapeError(ValueError):
     """The object does not have the shape Kubernetes gives it."""

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from webhook.core.expose import mutate
-from webhook.core.podspec import PREFIX
-from webhook.core.services import EXTERNAL_DNS, is_managed, selects_kafka
+from webhook.core.names import ADVERTISED, EXTERNAL_DNS
+from webhook.core.services import is_managed, selects_kafka
 from webhook.core.settings import Mode, Settings, host_allowed
 
 INTERNAL_LOAD_BALANCER = "internalLoadBalancer"
@@ -46,7 +46,6 @@ _RULE_FIELDS = {
     EXPOSURE_REQUIRED: "exposure_required",
 }
 SOURCE_RANGES_ANNOTATION = "service.beta.kubernetes.io/load-balancer-source-ranges"
-ADVERTISED_ANNOTATION = PREFIX + "advertised"
 _ADVERTISED_RE = re.compile(r"^[A-Za-z0-9_]+://(?P<host>[^:/\[\]]+):[0-9]+$")
 
 WARNING_PREFIX = "kafka-expose: "
@@ -363,9 +362,7 @@ def _assess_broker(obj: Mapping[str, Any], settings: Settings, namespace: str | 
         return Assessment((violation,), (EXPOSURE_REQUIRED,), (), True)
     hosts = [plan.host for plan in decision.plans]
     if kind == "Pod":
-        annotated = _advertised_host(
-            _string_map(_metadata(obj).get("annotations")).get(ADVERTISED_ANNOTATION)
-        )
+        annotated = _advertised_host(_string_map(_metadata(obj).get("annotations")).get(ADVERTISED))
         if annotated:
             hosts.append(annotated)
     allowed = settings.policy.allowed_domains

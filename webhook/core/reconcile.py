@@ -24,24 +24,28 @@ from typing import Any, Literal
 
 from webhook.core.clouds import IMMUTABLE_ANNOTATIONS
 from webhook.core.decision import BrokerPlan
-from webhook.core.expose import EXPOSED_LABEL, NotExposed, mutate, pod_identity
+from webhook.core.expose import NotExposed, mutate, pod_identity
 from webhook.core.hosts import HostError, check_dns_name, split_pod_name
-from webhook.core.podspec import PREFIX, ShapeError, copy_json
-from webhook.core.services import (
+from webhook.core.names import (
+    ADVERTISED,
+    CONTAINER_PORT,
+    CREATED_WITH,
+    EXPOSED_LABEL,
+    FIELD_MANAGER,
+    FLAVOR,
+    LOAD_BALANCER,
+    OPT_IN_LABEL,
+    OPT_IN_VALUE,
     POD_LABEL,
+    SECURITY_PROTOCOL,
+    SECURITY_PROTOCOLS,
+    SERVICE,
     STATEFULSET_LABEL,
-    broker_service,
-    is_managed,
-    selected_broker,
 )
+from webhook.core.podspec import ShapeError, copy_json
+from webhook.core.services import broker_service, is_managed, selected_broker
 from webhook.core.settings import Settings
 
-FIELD_MANAGER = "kafka-expose"
-INJECT_LABEL = PREFIX + "inject"
-INJECT_VALUE = "enabled"
-LOAD_BALANCER_ANNOTATION = PREFIX + "load-balancer"
-CREATED_WITH_ANNOTATION = PREFIX + "created-with"
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 # The spec fields kafka-expose sets; fields the API server defaults are not ours to prune.
 OWN_SPEC_FIELDS = frozenset(
     {
@@ -157,7 +161,7 @@ def uid_of(obj: Mapping[str, Any]) -> str | None:
 
 def is_opted_in(namespace: Mapping[str, Any] | None) -> bool:
     """A namespace opts in with the label `kafka-expose.io/inject: enabled` (as the webhook's selector)."""
-    return namespace is not None and labels_of(namespace).get(INJECT_LABEL) == INJECT_VALUE
+    return namespace is not None and labels_of(namespace).get(OPT_IN_LABEL) == OPT_IN_VALUE
 
 
 def replicas_of(statefulset: Mapping[str, Any]) -> int:
@@ -221,9 +225,9 @@ def _plan_from_annotations(
     pod: Mapping[str, Any], name: str, namespace: str, statefulset: str, ordinal: int | None
 ) -> BrokerPlan | None:
     annotations = annotations_of(pod)
-    advertised = annotations.get(PREFIX + "advertised", "")
-    service = annotations.get(PREFIX + "service", "")
-    container_port_text = annotations.get(PREFIX + "container-port", "")
+    advertised = annotations.get(ADVERTISED, "")
+    service = annotations.get(SERVICE, "")
+    container_port_text = annotations.get(CONTAINER_PORT, "")
     listener, sep, rest = advertised.partition("://")
     host, colon, port_text = rest.rpartition(":")
     if not (sep and colon and listener and service and port_text.isdigit() and container_port_text.isdigit()):
@@ -233,13 +237,13 @@ def _plan_from_annotations(
     except HostError:
         return None
     container_port = int(container_port_text)
-    protocol = annotations.get(PREFIX + "security-protocol")
+    protocol = annotations.get(SECURITY_PROTOCOL)
     return BrokerPlan(
         pod=name,
         namespace=namespace,
         statefulset=statefulset,
         ordinal=ordinal,
-        flavor=annotations.get(PREFIX + "flavor", ""),
+        flavor=annotations.get(FLAVOR, ""),
         listener_name=listener,
         host=host,
         advertised_port=int(port_text),
@@ -286,7 +290,7 @@ def immutable_settings(service: Mapping[str, Any]) -> dict[str, Any]:
 def recorded_immutable_settings(service: Mapping[str, Any]) -> dict[str, Any]:
     """The immutable settings the Service was created with (its created-with annotation); a Service
     without a readable record is taken as it is."""
-    text = annotations_of(service).get(CREATED_WITH_ANNOTATION)
+    text = annotations_of(service).get(CREATED_WITH)
     if text:
         try:
             record = json.loads(text)
@@ -315,7 +319,7 @@ def _encode(record: Mapping[str, Any]) -> str:
 def desired_service(plan: BrokerPlan, settings: Settings, owner: Mapping[str, Any]) -> dict[str, Any]:
     """The Service the core plans for the broker, plus the record of its immutable settings."""
     service = broker_service(plan, settings, owner=owner)
-    service["metadata"]["annotations"][CREATED_WITH_ANNOTATION] = _encode(immutable_settings(service))
+    service["metadata"]["annotations"][CREATED_WITH] = _encode(immutable_settings(service))
     return service
 
 
@@ -327,7 +331,7 @@ def with_immutable_settings(service: Mapping[str, Any], record: Mapping[str, Any
     for key in IMMUTABLE_ANNOTATIONS:
         annotations.pop(key, None)
     annotations.update(record.get("annotations", {}))
-    annotations[CREATED_WITH_ANNOTATION] = _encode(record)
+    annotations[CREATED_WITH] = _encode(record)
     result["spec"].pop("loadBalancerClass", None)
     if record.get("loadBalancerClass"):
         result["spec"]["loadBalancerClass"] = record["loadBalancerClass"]
@@ -626,9 +630,7 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
 
         address = load_balancer_address(target) if target is not None else None
         pod_annotations = annotations_of(pod)
-        if address != pod_annotations.get(LOAD_BALANCER_ANNOTATION) and not _meta(pod).get(
-            "deletionTimestamp"
-        ):
+        if address != pod_annotations.get(LOAD_BALANCER) and not _meta(pod).get("deletionTimestamp"):
             reports.append(
                 Action(
                     "report-address",

@@ -7,16 +7,18 @@ from typing import Any
 
 from webhook.core.decision import BrokerPlan
 from webhook.core.hosts import BrokerIdentity, HostError, render, split_pod_name
-from webhook.core.podspec import PREFIX
+from webhook.core.names import (
+    ADVERTISED,
+    EXTERNAL_DNS,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    OWNED_LABEL,
+    POD_LABEL,
+    SETTINGS_VERSION,
+    STATEFULSET_LABEL,
+    STS_POD_NAME_LABEL,
+)
 from webhook.core.settings import Settings
-
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY_VALUE = "kafka-expose"
-OWNED_LABEL = PREFIX + "managed-by"
-STATEFULSET_LABEL = PREFIX + "statefulset"
-POD_LABEL = PREFIX + "pod"
-POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
-EXTERNAL_DNS = "external-dns.alpha.kubernetes.io/hostname"
 
 
 def service_name(settings: Settings, identity: BrokerIdentity) -> str:
@@ -67,8 +69,8 @@ def broker_service(
         "annotations": {
             **lb.internal_annotations(),
             EXTERNAL_DNS: ",".join(hostnames),
-            PREFIX + "advertised": plan.advertised,
-            PREFIX + "settings-version": settings.version,
+            ADVERTISED: plan.advertised,
+            SETTINGS_VERSION: settings.version,
         },
     }
     if owner is not None:
@@ -83,7 +85,7 @@ def broker_service(
         ]
     spec: dict[str, Any] = {
         "type": "LoadBalancer",
-        "selector": {POD_NAME_LABEL: plan.pod},
+        "selector": {STS_POD_NAME_LABEL: plan.pod},
         "ports": [
             {
                 "name": plan.container_port_name,
@@ -105,7 +107,7 @@ def broker_service(
 def selected_broker(service: Mapping[str, Any]) -> str | None:
     """The single broker pod a Service selects by pod name, if it selects exactly one."""
     selector = (service.get("spec") or {}).get("selector") or {}
-    pod = selector.get(POD_NAME_LABEL) if isinstance(selector, dict) else None
+    pod = selector.get(STS_POD_NAME_LABEL) if isinstance(selector, dict) else None
     if isinstance(pod, str):
         return pod
     labels = selector.get("pod") if isinstance(selector, dict) else None  # incubator/kafka 0.9 style

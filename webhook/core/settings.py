@@ -6,13 +6,11 @@ rules pydantic cannot express and turns its errors into one line per problem.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -27,14 +25,11 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from webhook.core.clouds import CLOUD_PRESETS
+from webhook.core.names import DNS_NAME_RE, SECURITY_PROTOCOLS
 
 PLACEHOLDERS = ("pod", "ordinal", "statefulset", "namespace", "domain")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 _LISTENER_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
-_DNS_NAME_RE = re.compile(
-    r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
-)
-_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
 
 class SettingsError(ValueError):
@@ -61,7 +56,7 @@ def _cidr(value: str) -> str:
 
 
 def _domain(value: str) -> str:
-    if not _DNS_NAME_RE.match(value):
+    if not DNS_NAME_RE.match(value):
         raise ValueError(f"not a valid lower-case DNS name: {value!r}")
     return value
 
@@ -103,7 +98,7 @@ class ListenerSettings(_Model):
 
     @model_validator(mode="after")
     def _check_name(self) -> ListenerSettings:
-        if not _LISTENER_NAME_RE.match(self.name) or self.name in _SECURITY_PROTOCOLS:
+        if not _LISTENER_NAME_RE.match(self.name) or self.name in SECURITY_PROTOCOLS:
             raise ValueError(
                 f"listener name {self.name!r} must be upper case letters, digits and '_' "
                 "and not a security protocol name"
@@ -226,21 +221,3 @@ def _problem(error: Mapping[str, Any]) -> str:
     message = str(error.get("msg", "invalid"))
     message = message.removeprefix("Value error, ")
     return f"{path}: {message}"
-
-
-def load_settings_text(text: str) -> Settings:
-    """Parse YAML text into Settings; the version is a digest of the text."""
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise SettingsError([f"(yaml): {' '.join(str(err).split())}"]) from None
-    return parse_settings(document, hashlib.sha256(text.encode()).hexdigest()[:12])
-
-
-def load_settings(path: str) -> Settings:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as err:
-        raise SettingsError([f"{path}: {err.strerror or err}"]) from None
-    return load_settings_text(text)

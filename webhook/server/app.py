@@ -33,11 +33,12 @@ from webhook.admission.review import (
     validate_review,
     with_warnings,
 )
+from webhook.config import SettingsStore
 from webhook.core import mutate as core_mutate
 from webhook.core.settings import Settings
 from webhook.logs import ADMISSION_LOGGER
-from webhook.reload import CertificateStore, SettingsStore
 from webhook.server import telemetry as metrics
+from webhook.tls.served import CertificateStore
 
 Endpoint = Literal["mutate", "validate"]
 ReadyCheck = Callable[[], tuple[bool, str]]  # (ready, one line for /readyz)

@@ -22,8 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from webhook.config import SettingsStore
 from webhook.logs import gunicorn_logconfig
-from webhook.reload import CertificateStore, SettingsStore, Watcher
+from webhook.reload import Watcher
+from webhook.tls.served import CertificateStore
 
 log = logging.getLogger("kafka_expose.serve")
 

@@ -1,10 +1,7 @@
 """Per-namespace settings, and what the webhook server needs from the API server for the policy.
 
-* `settings_for_namespace` (pure): a namespace may ask for another domain or cloud preset through its
-  annotations `kafka-expose.io/domain` and `kafka-expose.io/cloud`; the request is accepted only
-  within `policy.namespaceOverrides` (whose domains may contain `{namespace}`, so team-a can get
-  `team-a.kafka.example.com` and nothing else). A refused request keeps the platform default and
-  comes back as a problem line, which the webhook returns as a warning.
+* The namespace's effective settings come from `webhook.core.overrides.settings_for_namespace` over
+  the annotations the cache holds.
 * `NamespaceCache`: namespace labels and annotations kept by a watch in a background thread, and the
   LoadBalancer count for the cap, by a LIST of the namespace's Services at admission plus the
   creations this process admitted that the LIST does not show yet (see `count_load_balancers`).
@@ -30,9 +27,7 @@ from typing import Any, Protocol
 
 from webhook.core import Decision
 from webhook.core import mutate as core_mutate
-from webhook.core.clouds import CLOUD_PRESETS
-from webhook.core.hosts import HostError, check_dns_name
-from webhook.core.podspec import PREFIX
+from webhook.core.overrides import settings_for_namespace
 from webhook.core.policy import (
     LOAD_BALANCER_CAP,
     RuleOutcome,
@@ -42,86 +37,13 @@ from webhook.core.policy import (
     policy_off,
     verdict_of,
 )
-from webhook.core.settings import Settings, host_allowed
+from webhook.core.settings import Settings
 
 log = logging.getLogger("kafka_expose.namespaces")
 
-DOMAIN_ANNOTATION = PREFIX + "domain"
-CLOUD_ANNOTATION = PREFIX + "cloud"
-OPT_IN_LABEL = PREFIX + "inject"  # the webhooks' namespaceSelector: kafka-expose.io/inject=enabled
 
 # record(rule, outcome): count one policy decision (wired to a metrics counter by the server)
 PolicyRecorder = Callable[[str, RuleOutcome], None]
-
-
-# ------------------------------------------------------------------------------- effective settings
-
-
-def allowed_override_domains(settings: Settings, namespace: str) -> tuple[str, ...]:
-    """`policy.namespaceOverrides.allowedDomains` with `{namespace}` expanded for this namespace."""
-    return tuple(
-        d.replace("{namespace}", namespace) for d in settings.policy.namespace_overrides.allowed_domains
-    )
-
-
-def settings_for_namespace(
-    settings: Settings, namespace_annotations: Mapping[str, str] | None, namespace: str
-) -> tuple[Settings, list[str]]:
-    """The settings in force in `namespace`, and one line per refused override request."""
-    annotations = namespace_annotations or {}
-    problems: list[str] = []
-    update: dict[str, Any] = {}
-    domain = annotations.get(DOMAIN_ANNOTATION)
-    if domain is not None and domain != settings.domain:
-        refusal = _domain_refusal(settings, domain, namespace)
-        if refusal:
-            problems.append(
-                f"namespace {namespace}: {DOMAIN_ANNOTATION}={domain} refused: {refusal}; "
-                f"using {settings.domain}"
-            )
-        else:
-            update["domain"] = domain
-    cloud = annotations.get(CLOUD_ANNOTATION)
-    if cloud is not None and cloud != settings.load_balancer.cloud:
-        allowed = settings.policy.namespace_overrides.allowed_clouds
-        if cloud not in CLOUD_PRESETS:
-            refusal = f"unknown cloud (known: {', '.join(sorted(CLOUD_PRESETS))})"
-        elif cloud not in allowed:
-            refusal = (
-                f"allowed clouds are {', '.join(allowed)}"
-                if allowed
-                else "the platform allows no cloud override"
-            ) + " (policy.namespaceOverrides.allowedClouds)"
-        else:
-            refusal = ""
-        if refusal:
-            problems.append(
-                f"namespace {namespace}: {CLOUD_ANNOTATION}={cloud} refused: {refusal}; "
-                f"using {settings.load_balancer.cloud}"
-            )
-        else:
-            update["load_balancer"] = settings.load_balancer.model_copy(update={"cloud": cloud})
-    return (settings.model_copy(update=update) if update else settings), problems
-
-
-def _domain_refusal(settings: Settings, domain: str, namespace: str) -> str:
-    """Why a namespace may not use `domain` ("" when it may)."""
-    try:
-        check_dns_name(domain)
-    except HostError:
-        return "not a valid lower-case DNS name"
-    allowed = allowed_override_domains(settings, namespace)
-    if not allowed:
-        return "the platform allows no domain override (policy.namespaceOverrides.allowedDomains)"
-    if not host_allowed(domain, allowed):
-        return (
-            f"this namespace may only use {', '.join(allowed)} or names below "
-            "(policy.namespaceOverrides.allowedDomains)"
-        )
-    platform = settings.policy.allowed_domains
-    if not host_allowed(domain, platform):
-        return f"not under the allowed domains {', '.join(platform)} (policy.allowedDomains)"
-    return ""
 
 
 # ---------------------------------------------------------------------------------- API access

@@ -54,9 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    from webhook.config import SettingsStore
     from webhook.core.settings import SettingsError
     from webhook.logs import configure_logging
-    from webhook.reload import CertificateError, CertificateStore, SettingsStore
+    from webhook.tls.served import CertificateError, CertificateStore
 
     configure_logging(args.log_level)
     log = logging.getLogger("kafka_expose.serve")

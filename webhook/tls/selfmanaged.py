@@ -52,14 +52,14 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from webhook.core.names import MANAGED_BY_LABEL, MANAGED_BY_VALUE, PREFIX
 from webhook.tls import primitives as certs
 
 log = logging.getLogger(__name__)
 
-ANNOTATION_PREFIX = "kafka-expose.io/"
-NEXT_SINCE = ANNOTATION_PREFIX + "next-ca-since"
-PREVIOUS_UNTIL = ANNOTATION_PREFIX + "previous-ca-until"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "kafka-expose", "app.kubernetes.io/component": "webhook-ca"}
+NEXT_SINCE = PREFIX + "next-ca-since"
+PREVIOUS_UNTIL = PREFIX + "previous-ca-until"
+MANAGED_BY = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, "app.kubernetes.io/component": "webhook-ca"}
 _ATTEMPTS = 8
 # Written into cert_dir while ready, removed when not: worker processes forked by gunicorn cannot see
 # the `ready` event of the process running the loop, but they can see this file (see `injected`).

@@ -1,0 +1,53 @@
+"""Every name kafka-expose reads or writes on Kubernetes objects, and the naming rules, in one place.
+
+Keys under `kafka-expose.io/` are written by kafka-expose only (issue: a tenant can write any label
+or annotation, so none of these is ever taken as authority without checking it against the settings
+and the object's identity). The well-known labels are the API server's own.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+PREFIX: Final = "kafka-expose.io/"
+
+# -- labels kafka-expose writes
+EXPOSED_LABEL: Final = PREFIX + "exposed"  # on a broker pod the webhook exposed: "true"
+OWNED_LABEL: Final = PREFIX + "managed-by"  # on the Services the controller creates
+STATEFULSET_LABEL: Final = PREFIX + "statefulset"  # ... their StatefulSet
+POD_LABEL: Final = PREFIX + "pod"  # ... and their broker pod
+OPT_IN_LABEL: Final = PREFIX + "inject"  # on a namespace: the webhooks' namespaceSelector
+OPT_IN_VALUE: Final = "enabled"
+
+# -- annotations kafka-expose writes (what it did, visible with kubectl get -o yaml)
+FLAVOR: Final = PREFIX + "flavor"
+SETTINGS_VERSION: Final = PREFIX + "settings-version"
+ADVERTISED: Final = PREFIX + "advertised"
+SERVICE: Final = PREFIX + "service"
+CONTAINER_PORT: Final = PREFIX + "container-port"
+SECURITY_PROTOCOL: Final = PREFIX + "security-protocol"
+INTERNAL_LB_CLOUD: Final = PREFIX + "internal-load-balancer"  # on a chart Service made internal
+LOAD_BALANCER: Final = PREFIX + "load-balancer"  # on a broker pod: its Service's LB address
+CREATED_WITH: Final = PREFIX + "created-with"  # on a Service: immutable settings at creation
+
+# -- annotations a namespace may set to ask for an override (granted only within the policy)
+DOMAIN_OVERRIDE: Final = PREFIX + "domain"
+CLOUD_OVERRIDE: Final = PREFIX + "cloud"
+
+# -- well-known names of others
+STS_POD_NAME_LABEL: Final = "statefulset.kubernetes.io/pod-name"
+POD_INDEX_LABEL: Final = "apps.kubernetes.io/pod-index"  # Kubernetes 1.28+
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE: Final = "kafka-expose"
+EXTERNAL_DNS: Final = "external-dns.alpha.kubernetes.io/hostname"
+FIELD_MANAGER: Final = "kafka-expose"
+
+# -- Kafka
+SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+# -- DNS (RFC 1123, lower case, as Kubernetes and external-dns want them)
+DNS_LABEL_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_NAME_RE: Final = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
+)
