@@ -6,7 +6,7 @@ PYTHON ?= python3
 export KAFKA_EXPOSE_CACHE ?= $(HOME)/.cache/kafka-expose
 PYTEST_ARGS ?=
 
-.PHONY: load check-tests-can-fail demo test test-fast test-cluster test-kafka deps tools lint bench fuzz-long audit clean
+.PHONY: load fleet check-tests-can-fail demo test test-fast test-cluster test-kafka deps tools lint bench fuzz-long audit clean
 
 deps:  ## Python packages (the project, editable, with its test extras, pinned by requirements-test.lock)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-test.lock
@@ -50,6 +50,9 @@ fuzz-long: deps  ## 100,000 hostile bodies over HTTPS, then the worst-case bodie
 
 load: deps tools  ## 200 brokers in 20 namespaces while the webhook is hammered at 200 req/s; 1,000 unrelated pods
 	$(PYTHON) bench/load.py --namespaces 20 --per-namespace 10 --unrelated 1000
+
+fleet: deps tools  ## broker StatefulSets at 500 and 1,000 brokers beside 5,000 unrelated pods: the controller's cost per broker
+	$(PYTHON) bench/fleet.py --sizes $(or $(FLEET_SIZES),500,1000) --unrelated 5000
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -48,6 +48,7 @@ from tests.support import podfactory  # noqa: E402
 from tests.support.harness import WebhookServer, running_server  # noqa: E402
 
 RENDER = "bitnami-kafka-32.4.4-brokers3"
+BARE_SERVER = REPO / "bench" / "bare_server.py"  # the bare floor: the same stack answering `allowed`
 
 
 def process_tree_cpu(pid: int) -> float:
@@ -294,7 +295,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10, help="length of the fixed-rate run")
     parser.add_argument("--rounds", type=int, default=7, help="saturation rounds per server")
     parser.add_argument("--round-seconds", type=float, default=5, help="length of a saturation round")
-    parser.add_argument("--workers", type=int, default=2)
+    # One worker per server: which worker gets the load generator's connections cannot decide it.
+    parser.add_argument("--workers", type=int, default=1, help="per server")
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--connections", type=int, default=16, help="connections at saturation")
     parser.add_argument("--python-client", action="store_true", help="do not use wrk even if installed")
@@ -302,7 +304,7 @@ def main() -> int:
 
     body = review_body()
     load_before = os.getloadavg()[0]  # after the run it is our own load
-    names = ("mutate", "noop")
+    names = ("mutate", "noop", "bare")
     fixed: dict[str, Result] = {}
     rounds: dict[str, list[Result]] = {name: [] for name in names}
     inside: dict[str, float] = {}
@@ -312,6 +314,7 @@ def main() -> int:
                 running_server(
                     Path(tmp) / name, show_log=False, workers=args.workers, threads=args.threads,
                     extra_args=("--noop",) if name == "noop" else (),
+                    entry=(str(BARE_SERVER),) if name == "bare" else ("-m", "webhook", "serve"),
                 )
             )
             for name in names
@@ -327,10 +330,12 @@ def main() -> int:
         # Both servers run all along and take turns, in alternating order, so that a slow spell of
         # the machine (or the luck of which worker accepts which connection) hits both alike.
         for index in range(args.rounds):
-            for name in names if index % 2 == 0 else names[::-1]:
+            for name in names[index % len(names) :] + names[: index % len(names)]:  # each leads in turn
                 load = functools.partial(saturate, servers[name], body, args)
                 rounds[name].append(with_server_cpu(servers[name], load))
         for name, server in servers.items():
+            if name == "bare":
+                continue  # no /metrics there
             total = server.metric("kafka_expose_admission_duration_seconds_sum", endpoint="mutate")
             count = server.metric("kafka_expose_admission_duration_seconds_count", endpoint="mutate")
             inside[name] = total / count * 1000 if count else 0.0
@@ -377,6 +382,18 @@ def main() -> int:
         f"saturation vs no-op floor, median of {len(ratios)} rounds: {ratio:.0%} (target >= 70%): "
         f"{'OK' if ratio >= 0.7 else 'MISSED'}"
     )
+    for name in ("mutate", "noop"):
+        bare_ratios = [
+            m.throughput / max(b.throughput, 1e-9) for m, b in zip(rounds[name], rounds["bare"], strict=True)
+        ]
+        print(
+            f"saturation {name} vs the bare floor, median of {len(bare_ratios)} rounds: "
+            f"{statistics.median(bare_ratios):.2f} x (rounds: {'  '.join(f'{r:.2f}' for r in bare_ratios)}); "
+            f"p99 at {fixed[name].scenario}: {fixed[name].p99_ms:.2f} vs {fixed['bare'].p99_ms:.2f} ms "
+            f"(+{fixed[name].p99_ms - fixed['bare'].p99_ms:.2f}); CPU per request at saturation "
+            f"{saturated[name].cpu_ms:.2f} vs {saturated['bare'].cpu_ms:.2f} ms"
+            + (" (targets for mutate: >= 0.7 x, p99 within 3 ms)" if name == "mutate" else "")
+        )
     errors = sum(r.errors for r in [*fixed.values(), *saturated.values()])
     if errors:
         print(f"{errors} failed requests")

@@ -159,6 +159,7 @@ def main() -> int:
                 "mib": round(c.size / 2**20, 2),
                 "status": c.status,
                 "ms": round(c.seconds * 1000),
+                "cpu_ms": round(c.cpu_seconds * 1000),
                 "peak_mib": round(c.peak_mib),
                 "growth_mib": round(c.growth_mib),
                 "log_bytes": c.log_bytes,

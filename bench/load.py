@@ -13,8 +13,10 @@ of the server's master and workers and of the controller, the controller's RSS a
 brokers and after the unrelated pods, worker restarts.
 
 Run: python bench/load.py [--namespaces 20] [--per-namespace 10] [--unrelated 1000] [--rate 200]
-Targets: every pod exposed with one Service, p99 < 10 ms at 200 req/s, no worker restart, the
-controller flat (< 4 MiB) with 1,000 unrelated pods.
+Targets: every pod exposed with one Service, p99 < 10 ms at 200 req/s (client side: this target
+lives here, not in `make test`, since it depends on what else the machine runs), no webhook call the
+API server could not complete, no worker restart, the controller flat (< 4 MiB) with 1,000
+unrelated pods. Exits 1 when one is missed.
 """
 
 from __future__ import annotations
@@ -102,6 +104,8 @@ def main() -> int:
             "p99_ms": hammer_result.percentile(0.99) * 1000,
             "max_ms": max(hammer_result.latencies, default=0) * 1000,
         },
+        webhook_call_failures=result.webhook_call_failures,
+        server_p99_bound_ms=result.server_p99_bound * 1000,
         controller_rss_mib=result.controller_rss_mib,
         controller_peak_mib=result.controller_peak_mib,
         server_peak_mib=result.server_peak_mib,
@@ -115,6 +119,7 @@ def main() -> int:
         result.exposure is not None
         and result.exposure.complete
         and hammer_result.errors == 0
+        and result.webhook_call_failures == 0
         and hammer_result.percentile(0.99) < 0.010
         and events["Booting worker"] == webhook.server.workers
         and controller_alive

@@ -27,6 +27,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 import kubernetes.client  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 from tests.support.controlplane import (  # noqa: E402
     ControlPlane,
@@ -34,6 +35,11 @@ from tests.support.controlplane import (  # noqa: E402
     ControlPlaneStartError,
     NodeAgentStandIn,
 )
+
+# No hypothesis test may fail because the machine is busy: no per-example deadline, and no health
+# check on how slowly examples are generated (both measure wall time). Tests' own @settings add to it.
+settings.register_profile("kafka-expose", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("kafka-expose")
 
 _active: list[ControlPlane] = []
 _failures: list[str] = []

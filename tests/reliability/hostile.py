@@ -1306,7 +1306,8 @@ class Cost:
     name: str
     size: int
     status: int
-    seconds: float
+    seconds: float  # wall time, client side: grows with whatever else the machine runs
+    cpu_seconds: float  # the worker's CPU time for it: what the request itself costs
     rss_before_mib: float
     peak_mib: float  # the worker's VmHWM during the request (reset before it)
     log_bytes: int  # what the server logged for it
@@ -1333,7 +1334,7 @@ def measure_worst(
     timeout: float = 120.0,
 ) -> list[Cost]:
     """Send each worst case alone and measure time, the worker's peak RSS and the log it caused."""
-    from tests.reliability.procinfo import memory, reset_peak
+    from tests.reliability.procinfo import cpu_seconds, memory, reset_peak
 
     costs = []
     for name, body in cases:
@@ -1341,6 +1342,7 @@ def measure_worst(
         assert before is not None, "the worker is gone"
         reset_peak(worker_pid)
         log_size = log_path.stat().st_size
+        cpu_before = cpu_seconds(worker_pid) or 0.0
         client = _Client(port, context, timeout)
         started = time.perf_counter()
         try:
@@ -1352,6 +1354,7 @@ def measure_worst(
         seconds = time.perf_counter() - started
         time.sleep(0.05)  # the log line follows the answer
         after = memory(worker_pid)
+        cpu = (cpu_seconds(worker_pid) or cpu_before) - cpu_before
         case = Case(path, body, "application/json", "worst", None, name)
         problems = judge(case, status, headers, data)[0] if status else [data.decode()]
         costs.append(
@@ -1360,6 +1363,7 @@ def measure_worst(
                 len(body),
                 status,
                 seconds,
+                cpu,
                 before.rss_kib / 1024,
                 (after.hwm_kib if after else 0) / 1024,
                 log_path.stat().st_size - log_size,

@@ -37,6 +37,19 @@ def memory(pid: int) -> Memory | None:
     return Memory(pid, values.get("VmRSS", 0), values.get("VmHWM", 0))
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time `pid` has used so far (all its threads), or None once it is gone. CPU
+    time, unlike wall time, does not grow when other work on the machine takes the CPUs."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # fields[0] is the state (field 3 of proc(5)); utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak(pid: int) -> bool:
     """Reset VmHWM to the current RSS (writing 5 to clear_refs, Linux >= 4.0); False if not allowed."""
     try:

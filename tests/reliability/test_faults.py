@@ -34,6 +34,7 @@ from tests.reliability.loadkit import (
     in_parallel,
     kafka_statefulset,
     start_controller,
+    webhook_call_failures,
 )
 from tests.reliability.procinfo import children, gunicorn_events
 from tests.support import podfactory
@@ -150,8 +151,9 @@ def test_a_worker_killed_mid_request(
         for pid in workers:  # in case a kill above failed: never leave a frozen worker behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
-    creating.join(30)
-    wait_for(lambda: len(children(server.proc.pid)) == server.workers, 15, what="new workers")
+    creating.join(120)  # bounded by the API server's webhook timeout; this only catches a hang
+    assert not creating.is_alive(), "the pod creation never returned"
+    wait_for(lambda: len(children(server.proc.pid)) == server.workers, 60, what="new workers")
     events = gunicorn_events(server.log_path)
     exposed = "pod" in outcome and is_exposed(outcome["pod"])
     why = apiserver_lines(control_plane, "pods.mutate.kafka-expose.io", since=log_offset)
@@ -162,7 +164,6 @@ def test_a_worker_killed_mid_request(
     )
     assert in_flight
     assert "pod" in outcome, outcome  # failurePolicy Ignore: never a failed pod creation
-    assert outcome["seconds"] < 10
     assert events["Booting worker"] == 2 * server.workers, events
     # and the server serves again: the next broker pod comes out exposed
     again = api.post(f"/api/v1/namespaces/{namespace}/pods", broker_pod(namespace, "after"))
@@ -318,7 +319,7 @@ def test_garbage_certificate_files_keep_the_old_certificate(webhook: RegisteredW
 
 
 def test_the_webhook_down_with_failure_policy_ignore(
-    webhook: RegisteredWebhook, controller: ControllerProcess, api: Api
+    control_plane: ControlPlane, webhook: RegisteredWebhook, controller: ControllerProcess, api: Api
 ) -> None:
     """Every webhook replica down (the registration still points at it): a broker StatefulSet's
     pods are created, unexposed, and get no Service, and the controller reports each of them (a
@@ -330,21 +331,28 @@ def test_the_webhook_down_with_failure_policy_ignore(
     plain = api.namespace("fault-down-plain", opted_in=False)
     server.stop()
     try:
+        failed_before = webhook_call_failures(control_plane)
         started = time.monotonic()
         api.post(f"/apis/apps/v1/namespaces/{opted}/statefulsets", kafka_statefulset(opted, replicas=3))
         pods = wait_for(lambda: len(p := stored_pods(api, opted)) == 3 and p, timeout=60, what="3 pods")
         created_in = time.monotonic() - started
+        failed_calls = webhook_call_failures(control_plane)
+        failed_opted = failed_calls - failed_before
         timings = []
         for i in range(3):
             begin = time.monotonic()
             api.post(f"/api/v1/namespaces/{plain}/pods", broker_pod(plain, f"plain{i}"))
             timings.append(time.monotonic() - begin)
+        # The API server did not even try the webhook for them (its namespaceSelector): no failed call
+        # more, whereas each of the opted-in pods above failed open (this count can fail).
+        failed_plain = webhook_call_failures(control_plane) - failed_calls
         time.sleep(7)  # a controller resync (5 s) has looked at the namespace
         services = managed(api, opted)
         say(
             f"\nwebhook down: 3 broker pods created in {created_in:.1f} s, exposed: "
             f"{[is_exposed(p) for p in pods.values()]}, Services: {services}; "
-            f"pods in a namespace that did not opt in created in {max(timings) * 1000:.0f} ms at most, "
+            f"pods in a namespace that did not opt in created in {max(timings) * 1000:.0f} ms at most "
+            f"(webhook calls failed open: {failed_opted:g} for the opted-in pods, {failed_plain:g} for these), "
             f"exposed: {[is_exposed(p) for p in stored_pods(api, plain).values()]}"
         )
         assert not any(is_exposed(p) for p in pods.values())
@@ -355,7 +363,7 @@ def test_the_webhook_down_with_failure_policy_ignore(
         ]
         assert sorted(e["message"].split()[2] for e in reported) == ["kafka-0", "kafka-1", "kafka-2"]
         assert not any(is_exposed(p) for p in stored_pods(api, plain).values())
-        assert max(timings) < 2.0
+        assert failed_opted >= 3 and failed_plain == 0, (failed_opted, failed_plain)
     finally:
         server.start()
     api.delete(f"/api/v1/namespaces/{opted}/pods/kafka-0")

@@ -49,6 +49,8 @@ class WebhookServer:
     workers: int = 2
     threads: int = 4
     extra_args: tuple[str, ...] = ()
+    # what `python` runs: the webhook, or a stand-in taking the same arguments (bench/bare_server.py)
+    entry: tuple[str, ...] = ("-m", "webhook", "serve")
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -65,7 +67,7 @@ class WebhookServer:
 
     def command(self) -> list[str]:
         cmd = [
-            sys.executable, "-m", "webhook", "serve",
+            sys.executable, *self.entry,
             "--config", str(self.config_dir / "settings.yaml"),
             "--cert", str(self.secret_dir / "tls.crt"),
             "--key", str(self.secret_dir / "tls.key"),

@@ -692,7 +692,7 @@ def test_work_queue_deduplicates_and_delays() -> None:
     queue = WorkQueue()
     for _ in range(3):
         queue.add("a")
-    queue.add("b", delay=0.3)
+    queue.add("b", delay=600)  # never due in this test, however slowly it runs
     assert len(queue) == 2
     assert queue.get(0.1) == "a"
     assert queue.get(0.05) is None  # b is not due yet, a is being processed
@@ -701,9 +701,11 @@ def test_work_queue_deduplicates_and_delays() -> None:
     queue.done("a")
     assert queue.get(0.1) == "a"
     queue.done("a")
+    # A delayed item is handed out once due, never before (a busy machine can only make it later).
     started = time.monotonic()
-    assert queue.get(1.0) == "b" and time.monotonic() - started >= 0.15
-    queue.done("b")
+    queue.add("d", delay=0.3)
+    assert queue.get(60) == "d" and time.monotonic() - started >= 0.299  # (float rounding)
+    queue.done("d")
     queue.add("c", delay=10)
     queue.add("c")  # an earlier due time wins
     assert queue.get(0.2) == "c"
