@@ -180,7 +180,7 @@ class FakeApi:
 
     # the two ApiClient methods selfcerts uses
     def param_serialize(self, method: str, resource_path: str, header_params: Any = None,
-                        body: Any = None, auth_settings: Any = None) -> tuple[Any, ...]:  # fmt: skip
+                        body: Any = None, auth_settings: Any = None, query_params: Any = None) -> tuple[Any, ...]:  # fmt: skip
         return method, resource_path, header_params, copy.deepcopy(body), None
 
     def call_api(self, method: str, url: str, header_params: Any = None, body: Any = None,

@@ -750,7 +750,7 @@ class FakeLeases:
 
 
 def test_leader_election_one_leader_takeover_and_release() -> None:
-    from webhook.kube.client import LeaderElector
+    from webhook.kube.leader import LeaderElector
 
     leases = FakeLeases()
     now = [0.0]

@@ -32,7 +32,9 @@ from webhook.core.names import EXPOSED_LABEL, PREFIX
 if TYPE_CHECKING:
     from webhook.config import SettingsStore
     from webhook.core.reconcile import Action
-    from webhook.kube.client import EventRecorder, Kube, LeaderElector
+    from webhook.kube.client import Kube
+    from webhook.kube.events import EventRecorder
+    from webhook.kube.leader import LeaderElector
 
 log = logging.getLogger("kafka_expose.controller")
 
@@ -800,7 +802,8 @@ class Controller:
         metrics: Metrics,
         args: argparse.Namespace,
     ) -> None:
-        from webhook.kube.client import EventRecorder, LeaderElector
+        from webhook.kube.events import EventRecorder
+        from webhook.kube.leader import LeaderElector
 
         self.settings = settings
         self.metrics = metrics

@@ -16,8 +16,7 @@ import os
 import random
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
@@ -261,17 +260,17 @@ class Kube:
 
     # -- verbs -------------------------------------------------------------------------------------
 
-    def get(self, path: str) -> JSON | None:
+    def get(self, path: str, retry: bool = True) -> JSON | None:
         """The object, or None when it does not exist."""
         try:
-            return self.request("GET", path)
+            return self.request("GET", path, retry=retry)
         except ApiError as error:
             if error.status == 404:
                 return None
             raise
 
     def list_all(
-        self, path: str, label_selector: str | None = None, page: int = 500
+        self, path: str, label_selector: str | None = None, page: int = 500, retry: bool = True
     ) -> tuple[list[JSON], str]:
         """Every item (paged) and the list's resourceVersion (to start a watch from)."""
         items: list[JSON] = []
@@ -281,7 +280,7 @@ class Kube:
         version = ""
         while True:
             try:
-                answer = self.request("GET", path, query)
+                answer = self.request("GET", path, query, retry=retry)
             except ApiError as error:
                 if error.status == 410 and "continue" in query:  # the continue token expired: start over
                     items, version = [], ""
@@ -307,7 +306,7 @@ class Kube:
     def merge_patch(self, path: str, patch: Mapping[str, Any]) -> JSON:
         return self.request("PATCH", path, {"fieldManager": self.field_manager}, dict(patch), MERGE_PATCH)
 
-    def json_patch(self, path: str, operations: list[Mapping[str, Any]]) -> JSON:
+    def json_patch(self, path: str, operations: Sequence[Mapping[str, Any]]) -> JSON:
         return self.request(
             "PATCH", path, {"fieldManager": self.field_manager}, [dict(o) for o in operations], JSON_PATCH
         )
@@ -388,234 +387,3 @@ class Kube:
                 raw.shutdown()
             except Exception:  # best effort: the stream may be closing already
                 log.debug("closing a watch stream failed", exc_info=True)
-
-
-# --------------------------------------------------------------------------------------------- events
-
-
-class EventRecorder:
-    """Kubernetes Events (core/v1) about objects; a repeat within `window` seconds bumps the count of
-    the first one instead of adding another, as client-go's recorder does. Never raises."""
-
-    def __init__(self, kube: Kube, component: str, instance: str, window: float = 600.0) -> None:
-        self.kube = kube
-        self.component = component
-        self.instance = instance[:128]
-        self.window = window
-        self._sent: dict[tuple[str, str, str, str], tuple[str, str, int, float]] = {}
-        self._lock = threading.Lock()
-
-    def record(self, involved: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
-        """`involved`: apiVersion, kind, name, namespace, uid of the object; kind: Normal or Warning."""
-        namespace = str(involved.get("namespace") or "default")
-        message = message[:1024]
-        key = (str(involved.get("uid") or involved.get("name")), kind, reason, message)
-        now = now_rfc3339()
-        with self._lock:
-            previous = self._sent.get(key)
-            if len(self._sent) > 4096:
-                self._sent.clear()
-        try:
-            if previous and time.monotonic() - previous[3] < self.window:
-                name, ns, count, _ = previous
-                path = Kube.path("v1", "events", ns, name)
-                try:
-                    self.kube.merge_patch(path, {"count": count + 1, "lastTimestamp": now})
-                    with self._lock:
-                        self._sent[key] = (name, ns, count + 1, time.monotonic())
-                    return
-                except ApiError as error:
-                    if error.status != 404:
-                        raise
-            name = f"{involved.get('name')}.{uuid.uuid4().hex[:16]}"
-            self.kube.create(
-                Kube.path("v1", "events", namespace),
-                {
-                    "apiVersion": "v1",
-                    "kind": "Event",
-                    "metadata": {"name": name, "namespace": namespace},
-                    "involvedObject": {
-                        k: involved[k]
-                        for k in ("apiVersion", "kind", "name", "namespace", "uid")
-                        if involved.get(k)
-                    },
-                    "reason": reason,
-                    "message": message,
-                    "type": kind,
-                    "count": 1,
-                    "firstTimestamp": now,
-                    "lastTimestamp": now,
-                    "source": {"component": self.component},
-                    "reportingComponent": self.component,
-                    "reportingInstance": self.instance,
-                    "action": reason,
-                },
-            )
-            with self._lock:
-                self._sent[key] = (name, namespace, 1, time.monotonic())
-        except ApiError as error:
-            log.warning(
-                "cannot record an event",
-                extra={"fields": {"reason": reason, "event_message": message, "error": str(error)}},
-            )
-
-
-# ------------------------------------------------------------------------------------ leader election
-
-
-class LeaderElector:
-    """Leader election on a coordination.k8s.io/v1 Lease, as client-go's leaderelection does.
-
-    A candidate takes the Lease when it is free (no holder, or not renewed for its duration as seen
-    by this process's own clock: no clock comparison across machines). Every write is conditioned on
-    the resourceVersion read just before, so two candidates never both win. The leader renews every
-    `retry_period`; when it could not renew for `renew_deadline` it stops leading. On shutdown the
-    leader releases the Lease (no holder) so a successor takes over at once.
-    """
-
-    def __init__(
-        self,
-        kube: Kube,
-        namespace: str,
-        name: str,
-        identity: str,
-        lease_duration: float = 15.0,
-        renew_deadline: float = 10.0,
-        retry_period: float = 2.0,
-        on_started_leading: Callable[[], None] = lambda: None,
-        on_stopped_leading: Callable[[], None] = lambda: None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if not retry_period < renew_deadline < lease_duration:
-            raise ValueError("need retry period < renew deadline < lease duration")
-        self.kube = kube
-        self.namespace = namespace
-        self.name = name
-        self.identity = identity
-        self.lease_duration = lease_duration
-        self.renew_deadline = renew_deadline
-        self.retry_period = retry_period
-        self.on_started_leading = on_started_leading
-        self.on_stopped_leading = on_stopped_leading
-        self.clock = clock
-        self._leading = threading.Event()
-        self._observed: tuple[Any, ...] | None = None
-        self._observed_at = 0.0
-        self._renewed_at = 0.0
-
-    @property
-    def path(self) -> str:
-        return Kube.path("coordination.k8s.io/v1", "leases", self.namespace, self.name)
-
-    def is_leader(self) -> bool:
-        return self._leading.is_set()
-
-    def run(self, stop: threading.Event) -> None:
-        """Campaign, lead, renew until `stop` is set; then release the Lease if held."""
-        try:
-            while not stop.is_set():
-                started = self.clock()
-                if self._leading.is_set() and started - self._renewed_at > self.renew_deadline:
-                    self._step_down("could not renew the lease")
-                won = self._try_acquire_or_renew()
-                now = self.clock()
-                if won and now - started > self.renew_deadline:
-                    won = False  # too slow to count: others may have seen the lease expire meanwhile
-                if won:
-                    self._renewed_at = started  # the lease runs from when the renewal was sent
-                    if not self._leading.is_set():
-                        self._leading.set()
-                        log.info("became the leader", extra={"fields": self._fields()})
-                        self.on_started_leading()
-                elif self._leading.is_set() and (
-                    now - self._renewed_at > self.renew_deadline or self._held_by_other()
-                ):
-                    self._step_down("could not renew the lease")
-                stop.wait(self.retry_period)
-        finally:
-            if self._leading.is_set():
-                self._step_down("shutting down", expected=True)
-                self.release()
-
-    def _fields(self) -> dict[str, Any]:
-        return {"lease": f"{self.namespace}/{self.name}", "identity": self.identity}
-
-    def _step_down(self, why: str, expected: bool = False) -> None:
-        self._leading.clear()
-        log.log(
-            logging.INFO if expected else logging.WARNING,
-            "stopped leading",
-            extra={"fields": {**self._fields(), "why": why}},
-        )
-        self.on_stopped_leading()
-
-    def _held_by_other(self) -> bool:
-        return self._observed is not None and self._observed[0] not in (None, "", self.identity)
-
-    def _try_acquire_or_renew(self) -> bool:
-        now = now_rfc3339(micro=True)
-        try:
-            lease = self.kube.get(self.path)
-            if lease is None:
-                self.kube.create(
-                    Kube.path("coordination.k8s.io/v1", "leases", self.namespace),
-                    {
-                        "apiVersion": "coordination.k8s.io/v1",
-                        "kind": "Lease",
-                        "metadata": {"name": self.name, "namespace": self.namespace},
-                        "spec": {
-                            "holderIdentity": self.identity,
-                            "leaseDurationSeconds": max(1, round(self.lease_duration)),
-                            "acquireTime": now,
-                            "renewTime": now,
-                            "leaseTransitions": 0,
-                        },
-                    },
-                )
-                self._observe((self.identity, now))
-                return True
-            spec = lease.get("spec") or {}
-            holder = spec.get("holderIdentity") or None
-            self._observe((holder, spec.get("renewTime"), spec.get("leaseDurationSeconds")))
-            duration = spec.get("leaseDurationSeconds") or self.lease_duration
-            if holder not in (None, self.identity) and self._observed_at + float(duration) > self.clock():
-                return False  # held by another candidate, and renewed recently
-            new_spec = dict(spec)
-            new_spec.update(
-                {
-                    "holderIdentity": self.identity,
-                    "leaseDurationSeconds": max(1, round(self.lease_duration)),
-                    "renewTime": now,
-                }
-            )
-            if holder != self.identity:
-                new_spec["acquireTime"] = now
-                new_spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
-            # PUT with the resourceVersion just read: 409 if anyone wrote the Lease in between.
-            self.kube.replace(self.path, {**lease, "spec": new_spec})
-            self._observe((self.identity, now))
-            return True
-        except ApiError as error:
-            if error.status not in (409,):
-                log.warning("lease request failed", extra={"fields": {**self._fields(), "error": str(error)}})
-            return False
-
-    def _observe(self, record: tuple[Any, ...]) -> None:
-        if record != self._observed:
-            self._observed = record
-            self._observed_at = self.clock()
-
-    def release(self) -> None:
-        """Give the Lease up (no holder, 1 s duration), if this candidate still holds it."""
-        try:
-            lease = self.kube.get(self.path)
-            spec = (lease or {}).get("spec") or {}
-            if lease is None or spec.get("holderIdentity") != self.identity:
-                return
-            now = now_rfc3339(micro=True)
-            new_spec = {**spec, "leaseDurationSeconds": 1, "renewTime": now}
-            new_spec.pop("holderIdentity", None)
-            self.kube.replace(self.path, {**lease, "spec": new_spec})
-            log.info("released the lease", extra={"fields": self._fields()})
-        except ApiError as error:
-            log.warning("cannot release the lease", extra={"fields": {**self._fields(), "error": str(error)}})

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import threading
@@ -38,8 +37,12 @@ from webhook.core.policy import (
     verdict_of,
 )
 from webhook.core.settings import Settings
+from webhook.kube.client import Kube, load_api_client
 
 log = logging.getLogger("kafka_expose.namespaces")
+
+NAMESPACES = Kube.path("v1", "namespaces")
+READ_TIMEOUT_SECONDS = 5.0  # one API read made while an admission request waits
 
 
 # record(rule, outcome): count one policy decision (wired to a metrics counter by the server)
@@ -62,64 +65,28 @@ class KubeReader(Protocol):
 
 
 class ClientReader:
-    """`KubeReader` over the `kubernetes` client, without its model classes (raw JSON)."""
+    """`KubeReader` over `webhook.kube.Kube`, the one client. Reads made while a request waits are
+    not retried: the API server's webhook timeout bounds them, a retry would only outlast it."""
 
-    def __init__(self, api_client: Any, request_timeout: float = 5.0, watch_seconds: int = 300) -> None:
-        from kubernetes import client
-
-        self.core = client.CoreV1Api(api_client)
-        self.request_timeout = request_timeout
+    def __init__(self, kube: Kube, watch_seconds: int = 300) -> None:
+        self.kube = kube
         self.watch_seconds = watch_seconds
-        self._watch: Any = None
-
-    def _json(self, response: Any) -> Any:
-        return json.loads(response.data)
 
     def list_namespaces(self) -> tuple[list[dict[str, Any]], str]:
-        body = self._json(
-            self.core.list_namespace(_preload_content=False, _request_timeout=self.request_timeout * 6)
-        )
-        return list(body.get("items") or []), str(body["metadata"]["resourceVersion"])
+        return self.kube.list_all(NAMESPACES)
 
     def watch_namespaces(self, resource_version: str) -> Iterator[dict[str, Any]]:
-        from kubernetes import watch
-
-        module: Any = watch  # untyped library
-        self._watch = module.Watch()
-        for event in self._watch.stream(
-            self.core.list_namespace,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=self.watch_seconds,
-            _request_timeout=(self.request_timeout, self.watch_seconds + 30),
-        ):
-            yield {"type": event["type"], "object": event["raw_object"]}
+        return self.kube.watch(NAMESPACES, resource_version, timeout_seconds=self.watch_seconds)
 
     def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.stop()
+        self.kube.close_watches()
 
     def read_namespace(self, name: str) -> dict[str, Any] | None:
-        from kubernetes.client import ApiException
-
-        try:
-            response = self.core.read_namespace(
-                name, _preload_content=False, _request_timeout=self.request_timeout
-            )
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-        body: dict[str, Any] = self._json(response)
-        return body
+        return self.kube.get(Kube.path("v1", "namespaces", name=name), retry=False)
 
     def list_services(self, namespace: str) -> list[dict[str, Any]]:
-        body = self._json(
-            self.core.list_namespaced_service(
-                namespace, _preload_content=False, _request_timeout=self.request_timeout
-            )
-        )
-        return list(body.get("items") or [])
+        items, _ = self.kube.list_all(Kube.path("v1", "services", namespace), retry=False)
+        return items
 
 
 @dataclass(frozen=True)
@@ -182,23 +149,15 @@ class NamespaceCache:
     @classmethod
     def connect(cls, kubeconfig: str | None = None, **options: Any) -> NamespaceCache | None:
         """A cache over the API server of `kubeconfig`, or in-cluster; None (logged) without access."""
+        if not kubeconfig and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            log.warning(
+                "no API access (not in a cluster, no --kubeconfig): namespace overrides are not "
+                "applied and the LoadBalancer cap is not checked"
+            )
+            return None
         try:
-            from kubernetes import client
-            from kubernetes import config as kube_config
-
-            config: Any = kube_config  # untyped library
-            if kubeconfig:
-                api_client = config.new_client_from_config(config_file=kubeconfig)
-            elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-                configuration = client.Configuration()
-                config.load_incluster_config(client_configuration=configuration)
-                api_client = client.ApiClient(configuration)
-            else:
-                log.warning(
-                    "no API access (not in a cluster, no --kubeconfig): namespace overrides are not "
-                    "applied and the LoadBalancer cap is not checked"
-                )
-                return None
+            # urllib3 retries off: a read made while a request waits must not outlast its timeout.
+            api_client = load_api_client(kubeconfig, retries=False)
         except Exception as err:
             log.warning(
                 "cannot configure API access: namespace overrides are not applied and the LoadBalancer "
@@ -206,7 +165,7 @@ class NamespaceCache:
                 extra={"fields": {"kubeconfig": kubeconfig, "error": str(err)}},
             )
             return None
-        return cls(ClientReader(api_client), **options)
+        return cls(ClientReader(Kube(api_client, timeout=READ_TIMEOUT_SECONDS)), **options)
 
     def start(self) -> NamespaceCache:
         """Start the namespace watch in a daemon thread (in the process that serves requests)."""

@@ -37,11 +37,7 @@ can then never remove a CA another replica has just added (its patch fails the t
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
-import contextlib
 import datetime as dt
-import json
 import logging
 import os
 import threading
@@ -49,163 +45,22 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
-from webhook.core.names import MANAGED_BY_LABEL, MANAGED_BY_VALUE, PREFIX
+from webhook.core.names import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from webhook.kube.client import ApiError, Kube
 from webhook.tls import primitives as certs
+from webhook.tls.rotation import NEXT_SINCE, PREVIOUS_UNTIL, CAState, Rotation, b64, der_set, unb64
 
 log = logging.getLogger(__name__)
 
-NEXT_SINCE = PREFIX + "next-ca-since"
-PREVIOUS_UNTIL = PREFIX + "previous-ca-until"
 MANAGED_BY = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, "app.kubernetes.io/component": "webhook-ca"}
 _ATTEMPTS = 8
+API_TIMEOUT_SECONDS = 10.0
 # Written into cert_dir while ready, removed when not: worker processes forked by gunicorn cannot see
 # the `ready` event of the process running the loop, but they can see this file (see `injected`).
 READY_FILE = ".ca-injected"
 
 WebhookConfigNames = tuple[Sequence[str], Sequence[str]]
 Clock = Callable[[], dt.datetime]
-
-
-class KubeError(Exception):
-    """A failed API call: HTTP status and the API server's message."""
-
-    def __init__(self, status: int, reason: str, body: str = "") -> None:
-        self.status = status
-        self.reason = reason
-        self.body = body
-        super().__init__(f"{status} {reason}: {body[:300]}")
-
-
-class _Raw:
-    """Raw JSON calls through the kubernetes client's ApiClient (auth, TLS, default headers)."""
-
-    def __init__(self, api_client: Any) -> None:
-        self.api_client = api_client
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        content_type: str = "application/json",
-        timeout: float = 10.0,
-    ) -> Any:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
-        _method, url, header_params, serialized, _post = self.api_client.param_serialize(
-            method=method,
-            resource_path=path,
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = self.api_client.call_api(
-            method, url, header_params=header_params, body=serialized, _request_timeout=timeout
-        )
-        data = response.read()
-        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data or "")
-        if not 200 <= int(response.status) < 300:
-            message = text
-            with contextlib.suppress(ValueError, AttributeError):
-                message = json.loads(text).get("message", text)
-            raise KubeError(int(response.status), str(response.reason), message)
-        return json.loads(text) if text else None
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(value: str | None) -> bytes:
-    if not value:
-        return b""
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return b""
-
-
-def _format_time(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def _der_set(pem: bytes) -> list[bytes]:
-    try:
-        return [c.public_bytes(serialization.Encoding.DER) for c in certs.load_pem_certificates(pem)]
-    except ValueError:
-        return []
-
-
-def _ca_usable(cert_pem: bytes, key_pem: bytes, now: dt.datetime) -> bool:
-    if not cert_pem or not key_pem or not certs.key_matches(cert_pem, key_pem):
-        return False
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    return cert.not_valid_before_utc <= now < cert.not_valid_after_utc
-
-
-def _still_valid(cert_pem: bytes, now: dt.datetime) -> bool:
-    try:
-        return bool(cert_pem) and certs.cert_not_after(cert_pem) > now
-    except ValueError:
-        return False
-
-
-class CAState:
-    """The CA Secret, decoded."""
-
-    def __init__(self, secret: dict[str, Any]) -> None:
-        self.secret = secret
-        data: dict[str, str] = secret.get("data") or {}
-        annotations: dict[str, str] = (secret.get("metadata") or {}).get("annotations") or {}
-        self.ca_cert = _unb64(data.get("ca.crt"))
-        self.ca_key = _unb64(data.get("ca.key"))
-        self.next_cert = _unb64(data.get("next-ca.crt"))
-        self.next_key = _unb64(data.get("next-ca.key"))
-        self.previous_cert = _unb64(data.get("previous-ca.crt"))
-        self.next_since = _parse_time(annotations.get(NEXT_SINCE))
-        self.previous_until = _parse_time(annotations.get(PREVIOUS_UNTIL))
-
-    def bundle(self, now: dt.datetime) -> bytes:
-        """previous + current + next: every CA that is to be trusted now (expired ones left out)."""
-        parts: list[bytes] = []
-        seen: set[bytes] = set()
-        for pem in (self.previous_cert, self.ca_cert, self.next_cert):
-            if not _still_valid(pem, now):
-                continue
-            for der in _der_set(pem):
-                if der not in seen:
-                    seen.add(der)
-                    parts.append(pem if pem.endswith(b"\n") else pem + b"\n")
-        return b"".join(parts)
-
-    def to_data(self) -> dict[str, str]:
-        data = {"ca.crt": _b64(self.ca_cert), "ca.key": _b64(self.ca_key)}
-        if self.next_cert and self.next_key:
-            data["next-ca.crt"] = _b64(self.next_cert)
-            data["next-ca.key"] = _b64(self.next_key)
-        if self.previous_cert:
-            data["previous-ca.crt"] = _b64(self.previous_cert)
-        return data
-
-    def to_annotations(self) -> dict[str, str]:
-        annotations: dict[str, str] = {}
-        if self.next_cert and self.next_since:
-            annotations[NEXT_SINCE] = _format_time(self.next_since)
-        if self.previous_cert and self.previous_until:
-            annotations[PREVIOUS_UNTIL] = _format_time(self.previous_until)
-        return annotations
 
 
 class SelfManagedCerts:
@@ -233,7 +88,7 @@ class SelfManagedCerts:
     ) -> None:
         if renew_before >= cert_validity:
             raise ValueError("renew_before must be shorter than cert_validity")
-        self.raw = _Raw(api_client)
+        self.kube = Kube(api_client, timeout=API_TIMEOUT_SECONDS)
         self.namespace = namespace
         self.secret_name = secret_name
         self.service_name = service_name
@@ -249,6 +104,7 @@ class SelfManagedCerts:
         self.renew_before = renew_before
         self.ca_renew_before = ca_renew_before or max(ca_validity / 5, 2 * cert_validity)
         self.propagation_delay = propagation_delay
+        self.rotation = Rotation(self.cert_validity, self.ca_renew_before, propagation_delay)
         self.dns_names = certs.service_dns_names(service_name, namespace) + list(extra_dns_names)
         self.ip_addresses = list(extra_ip_addresses)
         self.clock: Clock = clock or (lambda: dt.datetime.now(dt.UTC))
@@ -274,7 +130,7 @@ class SelfManagedCerts:
             injected = self._inject(now)
             ready = injected and self._serving_cert_ok(state.ca_cert, now)
             self._set_ready(ready)
-            self.next_wakeup = self._wakeup(state, now)
+            self.next_wakeup = self.rotation.wakeup(state, now, self._renew_serving_at())
             self.last_error = None
             return ready
 
@@ -353,8 +209,8 @@ class SelfManagedCerts:
 
     def _read_secret(self) -> dict[str, Any] | None:
         try:
-            secret: dict[str, Any] = self.raw.request("GET", self._secret_path(self.secret_name))
-        except KubeError as err:
+            secret: dict[str, Any] = self.kube.request("GET", self._secret_path(self.secret_name))
+        except ApiError as err:
             if err.status == 404:
                 return None
             raise
@@ -388,15 +244,17 @@ class SelfManagedCerts:
                 state = CAState({})
                 state.ca_cert, state.ca_key = self._fresh_ca()
                 try:
-                    created = self.raw.request("POST", self._secret_path(), self._new_secret_body(state))
+                    created = self.kube.create(self._secret_path(), self._new_secret_body(state))
                     log.info("created CA Secret %s/%s", self.namespace, self.secret_name)
                     return CAState(created)
-                except KubeError as err:
+                except ApiError as err:
                     if err.status == 409:  # another replica won the race: use its CA
                         continue
                     raise
             state = CAState(secret)
-            if not self._transition(state, now, self._force_rotation):
+            if not self.rotation.transition(
+                state, now, self._fresh_ca, self._all_bundles_contain, self._force_rotation
+            ):
                 self._force_rotation = False
                 return state
             secret.setdefault("metadata", {})
@@ -410,79 +268,14 @@ class SelfManagedCerts:
             secret["data"] = state.to_data()
             secret["type"] = secret.get("type") or "Opaque"
             try:
-                replaced = self.raw.request("PUT", self._secret_path(self.secret_name), secret)
+                replaced = self.kube.replace(self._secret_path(self.secret_name), secret)
                 self._force_rotation = False
                 return CAState(replaced)
-            except KubeError as err:
+            except ApiError as err:
                 if err.status in (409, 404):  # somebody else changed (or deleted) it: decide again
                     continue
                 raise
         raise RuntimeError(f"CA Secret {self.namespace}/{self.secret_name}: too many conflicting updates")
-
-    def _transition(self, state: CAState, now: dt.datetime, force_rotation: bool = False) -> bool:
-        """Mutate `state` with what is due now; True when the Secret must be written."""
-        changed = False
-        if not _ca_usable(state.ca_cert, state.ca_key, now):
-            if state.next_cert and _ca_usable(state.next_cert, state.next_key, now):
-                log.warning("current CA unusable: promoting the staged CA early")
-                self._promote(state, now)
-            else:
-                log.warning("current CA missing, invalid or expired: creating a new one")
-                state.ca_cert, state.ca_key = self._fresh_ca()
-                state.next_cert = state.next_key = b""
-                state.next_since = None
-            return True
-        if state.previous_cert and (
-            not _still_valid(state.previous_cert, now)
-            or state.previous_until is None
-            or now >= state.previous_until
-        ):
-            log.info("retiring the previous CA")
-            state.previous_cert = b""
-            state.previous_until = None
-            changed = True
-        if state.next_cert and not _ca_usable(state.next_cert, state.next_key, now):
-            state.next_cert = state.next_key = b""
-            state.next_since = None
-            changed = True
-        ca_left = certs.cert_not_after(state.ca_cert) - now
-        if not state.next_cert and (force_rotation or ca_left < self.ca_renew_before):
-            log.info("staging a new CA (current CA has %s left)", ca_left)
-            state.next_cert, state.next_key = self._fresh_ca()
-            state.next_since = now
-            return True
-        if state.next_cert:
-            since = state.next_since or now
-            if state.next_since is None:
-                state.next_since = now
-                changed = True
-            elif now - since >= self.propagation_delay and self._all_bundles_contain(state.next_cert):
-                log.info("promoting the staged CA")
-                self._promote(state, now)
-                changed = True
-        return changed
-
-    def _promote(self, state: CAState, now: dt.datetime) -> None:
-        if _still_valid(state.ca_cert, now):
-            # Every certificate the old CA signed was issued before now: trust it that much longer.
-            state.previous_cert = state.ca_cert
-            state.previous_until = now + self.cert_validity + self.propagation_delay
-        state.ca_cert, state.ca_key = state.next_cert, state.next_key
-        state.next_cert = state.next_key = b""
-        state.next_since = None
-
-    def _wakeup(self, state: CAState, now: dt.datetime) -> dt.timedelta | None:
-        moments: list[dt.datetime] = []
-        if state.next_cert and state.next_since:
-            moments.append(state.next_since + self.propagation_delay)
-        if state.previous_cert and state.previous_until:
-            moments.append(state.previous_until)
-        if self.cert_path.exists():
-            with contextlib.suppress(ValueError):
-                moments.append(certs.cert_not_after(self.cert_path.read_bytes()) - self.renew_before)
-        if not moments:
-            return None
-        return max(min(moments) - now, dt.timedelta(0))
 
     # ---- the webhook configurations -------------------------------------------------------------
 
@@ -494,8 +287,8 @@ class SelfManagedCerts:
 
     def _read_config(self, path: str) -> dict[str, Any] | None:
         try:
-            config: dict[str, Any] = self.raw.request("GET", path)
-        except KubeError as err:
+            config: dict[str, Any] = self.kube.request("GET", path)
+        except ApiError as err:
             if err.status == 404:
                 log.warning("webhook configuration %s not found", path.rsplit("/", 1)[-1])
                 return None
@@ -505,11 +298,11 @@ class SelfManagedCerts:
     @staticmethod
     def _bundles(config: dict[str, Any]) -> list[bytes]:
         return [
-            _unb64((hook.get("clientConfig") or {}).get("caBundle")) for hook in config.get("webhooks") or []
+            unb64((hook.get("clientConfig") or {}).get("caBundle")) for hook in config.get("webhooks") or []
         ]
 
     def _all_bundles_contain(self, ca_pem: bytes) -> bool:
-        wanted = _der_set(ca_pem)
+        wanted = der_set(ca_pem)
         if not wanted:
             return False
         for path in self._config_paths():
@@ -517,7 +310,7 @@ class SelfManagedCerts:
             if config is None:
                 return False
             for bundle in self._bundles(config):
-                if not set(wanted) <= set(_der_set(bundle)):
+                if not set(wanted) <= set(der_set(bundle)):
                     return False
         return True
 
@@ -533,7 +326,7 @@ class SelfManagedCerts:
                 # Read the Secret after the configuration (see the module docstring).
                 state = CAState(self._read_secret() or {})
                 bundle = state.bundle(now)
-                encoded = _b64(bundle)
+                encoded = b64(bundle)
                 hooks = config.get("webhooks") or []
                 ops: list[dict[str, Any]] = []
                 for index, hook in enumerate(hooks):
@@ -546,18 +339,18 @@ class SelfManagedCerts:
                             }
                         )
                 if not ops:
-                    current = set(_der_set(state.ca_cert))
-                    if not hooks or not current or not current <= set(_der_set(bundle)):
+                    current = set(der_set(state.ca_cert))
+                    if not hooks or not current or not current <= set(der_set(bundle)):
                         all_ok = False
                     break
                 version = (config.get("metadata") or {}).get("resourceVersion", "")
                 patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": version}, *ops]
                 try:
-                    self.raw.request("PATCH", path, patch, content_type="application/json-patch+json")
+                    self.kube.json_patch(path, patch)
                     log.info(
-                        "caBundle of %s updated (%d CA(s))", path.rsplit("/", 1)[-1], len(_der_set(bundle))
+                        "caBundle of %s updated (%d CA(s))", path.rsplit("/", 1)[-1], len(der_set(bundle))
                     )
-                except KubeError as err:
+                except ApiError as err:
                     # 409: resourceVersion moved (another replica or a user wrote it); 422: the test op
                     # failed on a server that reports it that way. Read both again and retry.
                     if err.status in (409, 422):
@@ -568,6 +361,12 @@ class SelfManagedCerts:
         return all_ok
 
     # ---- the serving certificate ----------------------------------------------------------------
+
+    def _renew_serving_at(self) -> dt.datetime | None:
+        try:
+            return certs.cert_not_after(self.cert_path.read_bytes()) - self.renew_before
+        except (OSError, ValueError):
+            return None
 
     def _serving_cert_ok(self, ca_cert: bytes, now: dt.datetime) -> bool:
         try:
