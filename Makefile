@@ -24,6 +24,7 @@ lint: deps
 	$(PYTHON) -m ruff check webhook tests scripts bench
 	$(PYTHON) -m ruff format --check webhook tests scripts bench
 	$(PYTHON) -m mypy
+	$(PYTHON) -c "from importlinter.cli import lint_imports_command; lint_imports_command()"  # the import rule (pyproject)
 
 test: deps tools lint  ## every tier: unit, cluster (real control plane), kafka (real brokers)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
