@@ -17,7 +17,7 @@ if [[ -f "$OUT/ca.crt" && -f "$OUT/ca.key" ]]; then
   # Keep the CA: only the serving certificate changes, caBundle stays valid.
   tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
   cp "$OUT/ca.crt" "$OUT/ca.key" "$tmp/"
-  args+=(--ca-cert "$tmp/ca.crt" --ca-key "$tmp/ca.key")
+  args+=(--ca-cert "$tmp/ca.crt" --ca-key "$tmp/ca.key" --force)  # same CA: only tls.* change
 fi
 $KAFKA_EXPOSE "${args[@]}" >/dev/null
 

@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("webhook.cli.check", "evaluate the policy offline on manifests (exit 1 on violations)"),
     "serve": ("webhook.server.process", "run the admission webhook server (gunicorn + Flask, TLS)"),
     "controller": ("webhook.controller.manager", "run the per-broker LoadBalancer controller"),
-    "certs": ("webhook.tls.primitives", "certificate tooling (generate a CA and a serving certificate)"),
+    "certs": ("webhook.cli.certs", "certificate tooling (generate a CA and a serving certificate)"),
 }
 
 

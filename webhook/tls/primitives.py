@@ -2,7 +2,7 @@
 
 `kafka-expose certs generate --service NAME --namespace NS --out DIR` writes `ca.crt`, `ca.key`,
 `tls.crt` and `tls.key` (keys 0600) for development and for the manifests (see certs/README.md).
-The same functions issue the short-lived certificates of the self-managed mode (webhook/selfcerts.py).
+The same functions issue the short-lived certificates of the self-managed mode (webhook/tls/selfmanaged.py); the command line is webhook/cli/certs.py.
 
 Keys are ECDSA P-256. The CA has basicConstraints CA:TRUE (pathlen 0) and keyCertSign/cRLSign; the
 serving certificate has digitalSignature/keyEncipherment, the serverAuth extended key usage, the DNS
@@ -11,7 +11,6 @@ and IP subject alternative names, and subject/authority key identifiers that cha
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import ipaddress
 import os
@@ -307,63 +306,18 @@ def generate(
     return written
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
-    gen = actions.add_parser(
-        "generate",
-        help="write a CA and a serving certificate for the webhook Service",
-        description="Write ca.crt, ca.key, tls.crt and tls.key (keys mode 0600) into --out. The serving "
-        "certificate names <svc>, <svc>.<ns>, <svc>.<ns>.svc and <svc>.<ns>.svc.<cluster-domain>.",
-    )
-    gen.add_argument("--service", required=True, help="the webhook Service's name")
-    gen.add_argument("--namespace", required=True, help="the webhook Service's namespace")
-    gen.add_argument("--out", required=True, type=Path, help="directory to write the files into")
-    gen.add_argument(
-        "--ip", action="append", default=[], metavar="IP", help="add an IP address SAN (repeatable)"
-    )
-    gen.add_argument(
-        "--dns", action="append", default=[], metavar="NAME", help="add a DNS name SAN (repeatable)"
-    )
-    gen.add_argument("--days", type=int, default=365, help="serving certificate validity (default 365)")
-    gen.add_argument("--ca-days", type=int, default=None, help="CA validity (default max(days, 3650))")
-    gen.add_argument("--cluster-domain", default="cluster.local", help="default cluster.local")
-    gen.add_argument("--ca-cert", type=Path, help="sign with this existing CA certificate (with --ca-key)")
-    gen.add_argument("--ca-key", type=Path, help="the existing CA's private key (with --ca-cert)")
+GENERATED_FILES = ("ca.crt", "ca.key", "tls.crt", "tls.key")
 
 
-def run(args: argparse.Namespace) -> int:
-    import base64
-    import sys
-
-    if args.certs_command != "generate":  # pragma: no cover - argparse only allows generate
-        return 2
-    if (args.ca_cert is None) != (args.ca_key is None):
-        print("kafka-expose certs generate: --ca-cert and --ca-key go together", file=sys.stderr)
-        return 2
-    if args.days <= 0 or (args.ca_days is not None and args.ca_days <= 0):
-        print("kafka-expose certs generate: --days and --ca-days must be positive", file=sys.stderr)
-        return 2
+def is_ca(cert_pem: bytes) -> bool:
+    """True when the (first) certificate may sign others: BasicConstraints CA and keyCertSign."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
     try:
-        for ip in args.ip:
-            ipaddress.ip_address(ip)
-        ca = (args.ca_cert.read_bytes(), args.ca_key.read_bytes()) if args.ca_cert else None
-        written = generate(
-            args.out,
-            args.service,
-            args.namespace,
-            ips=args.ip,
-            extra_dns=args.dns,
-            days=args.days,
-            ca_days=args.ca_days,
-            ca=ca,
-            cluster_domain=args.cluster_domain,
-        )
-    except (OSError, ValueError) as err:
-        print(f"kafka-expose certs generate: {err}", file=sys.stderr)
-        return 1
-    for name in ("ca.crt", "ca.key", "tls.crt", "tls.key"):
-        if name in written:
-            print(f"wrote {written[name]}")
-    bundle = base64.b64encode(written["ca.crt"].read_bytes()).decode()
-    print(f"caBundle: {bundle}")
-    return 0
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return False
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return constraints.ca  # RFC 5280 allows a CA without KeyUsage
+    return constraints.ca and usage.key_cert_sign

@@ -26,7 +26,7 @@ from cryptography import x509
 
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 BUILD_TOOLS = ("gcc", "g++", "build-essential", "make", "clang", "python3-dev", "libc-dev", "cargo", "rustc")
@@ -167,7 +167,7 @@ def test_copy_sources_exist_and_are_in_the_build_context(stages: list[Stage]) ->
             for source in sources:
                 assert (REPO / source).exists(), f"COPY source {source} missing from the repository"
                 assert not _ignored(source.rstrip("/"), patterns), f"{source} is excluded by .dockerignore"
-    assert _ignored("tests/unit/test_dockerfile.py", patterns)
+    assert _ignored("tests/unit/install/test_dockerfile.py", patterns)
     assert _ignored(".git/config", patterns)
     assert not _ignored("webhook/cli/__init__.py", patterns)
 

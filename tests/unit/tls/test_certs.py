@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from webhook.cli import certs as certs_cli
 from webhook.tls import primitives as certs
 from webhook.tls import selfmanaged as selfcerts
 
@@ -28,8 +29,8 @@ UTC = dt.UTC
 
 def _generate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
-    certs.add_arguments(parser)
-    return certs.run(parser.parse_args(argv))
+    certs_cli.add_arguments(parser)
+    return certs_cli.run(parser.parse_args(argv))
 
 
 def _load(path: Path) -> x509.Certificate:
@@ -131,6 +132,29 @@ def test_generate_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert _generate([*argv, "--days", "0"]) == 2
     assert _generate([*argv, "--ca-cert", str(tmp_path / "x")]) == 2
     assert "kafka-expose certs generate" in capsys.readouterr().err
+
+
+def test_generate_never_overwrites_without_force(generated: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = {name: (generated / name).read_bytes() for name in ("ca.crt", "ca.key", "tls.crt", "tls.key")}
+    argv = ["generate", "--service", "s", "--namespace", "n", "--out", str(generated)]
+    assert _generate(argv) == 1
+    assert "--force" in capsys.readouterr().err
+    assert {name: (generated / name).read_bytes() for name in before} == before
+    assert _generate([*argv, "--force"]) == 0
+    assert (generated / "ca.crt").read_bytes() != before["ca.crt"]
+
+
+def test_generate_refuses_a_ca_cert_that_is_not_a_ca(
+    generated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["generate", "--service", "s", "--namespace", "n", "--out", str(tmp_path / "out")]
+    leaf = ["--ca-cert", str(generated / "tls.crt"), "--ca-key", str(generated / "tls.key")]
+    assert _generate([*argv, *leaf]) == 1
+    assert "not a CA" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "tls.crt").exists()
+    mismatched = ["--ca-cert", str(generated / "ca.crt"), "--ca-key", str(generated / "tls.key")]
+    assert _generate([*argv, *mismatched]) == 1
+    assert "is not the key of" in capsys.readouterr().err
 
 
 def test_serving_cert_never_outlives_its_ca() -> None:
