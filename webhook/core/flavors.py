@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from webhook.core import runtime
+from webhook.core import runtime, tls_listener
+from webhook.core.certificates import ExternalTls
 from webhook.core.images import Family
 from webhook.core.listeners import ListenerError, add_external_listener
 from webhook.core.podspec import (
@@ -46,6 +47,7 @@ class Listen:
     security_protocol: str | None
     on_existing: str
     env: tuple[dict[str, Any], ...]  # entries the host expression needs (fieldRefs, KAFKAEXPOSE_HOST)
+    tls: ExternalTls | None = None  # encrypted external listener (core/certificates.py)
 
     def runtime_env(self) -> list[dict[str, Any]]:
         return [
@@ -55,6 +57,7 @@ class Listen:
             {"name": "KAFKAEXPOSE_CONTAINER_PORT", "value": str(self.container_port)},
             {"name": "KAFKAEXPOSE_SECURITY_PROTOCOL", "value": self.security_protocol or ""},
             {"name": "KAFKAEXPOSE_ON_EXISTING", "value": self.on_existing},
+            *tls_listener.runtime_env(self.tls, self.name),
         ]
 
 
@@ -219,12 +222,16 @@ class EnvOnly:
         )
         if edit is None:
             raise ListenerError(f"the chart already advertises {listen.name} and onExistingListener is keep")
+        if listen.tls is not None:
+            edit = tls_listener.encrypt_edit(edit, listen.name, listen.tls)
         set_env_front(container, list(listen.env))
         set_env_value(container, family.env_name("advertised.listeners"), edit.advertised)
         set_env_value(container, family.env_name("listeners"), edit.listeners)
         set_env_value(container, family.env_name("listener.security.protocol.map"), edit.protocol_map)
         if edit.client and edit.client != listen.name:
             _copy_listener_settings(container, family, edit.client, listen.name)
+        if listen.tls is not None:
+            tls_listener.set_env_properties(container, family, listen.name, listen.tls)
         return edit.protocol
 
 

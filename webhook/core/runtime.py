@@ -15,7 +15,8 @@ stderr, so the broker still starts as the chart wrote it.
 Inputs (environment, set by the webhook): KAFKAEXPOSE_LISTENER_NAME, KAFKAEXPOSE_HOST,
 KAFKAEXPOSE_ADVERTISED_PORT, KAFKAEXPOSE_CONTAINER_PORT, KAFKAEXPOSE_SECURITY_PROTOCOL (empty: that
 of the chart's client listener), KAFKAEXPOSE_ON_EXISTING (replace|keep), and KAFKAEXPOSE_PROPERTIES
-(file mode) or KAFKAEXPOSE_ENV_PREFIX (env mode).
+(file mode) or KAFKAEXPOSE_ENV_PREFIX (env mode); KAFKAEXPOSE_TLS_PROPERTIES (space-separated
+`key=value`, core/tls_listener.py) makes the listener SSL / SASL_SSL with only those ssl.* settings.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ function say(msg) { print "kafka-expose: " msg > "/dev/stderr" }
 function continued(s,  n) { n = 0; while (substr(s, length(s) - n, 1) == "\\") n++; return n % 2 == 1 }
 function sq(s) { gsub(Q, Q "\\" Q Q, s); return Q s Q }
 function envname(k) { k = toupper(k); gsub(/\./, "_", k); return prefix k }
-BEGIN { Q = sprintf("%c", 39); n = 0; logical = ""; start = 0 }
+BEGIN { Q = sprintf("%c", 39); n = 0; logical = ""; start = 0; tls = (tlsprops != "") }
 /^# kafka-expose/ { next }
 {
     lines[++n] = $0
@@ -98,29 +99,37 @@ END {
 
     if ("listener.security.protocol.map" in kv) pm = kv["listener.security.protocol.map"]
     else { pm = "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"; for (c in ctrl) if (c != "" && pm !~ ("(^|,)" c ":")) pm = pm "," c ":PLAINTEXT" }
-    newpm = ""; mapped = 0; clientproto = ""
+    newpm = ""; mapped = 0; clientproto = ""; oldproto = ""; HOLE = "@KAFKAEXPOSE@"
     m = split(pm, P, ",")
     for (i = 1; i <= m; i++) {
         e = trim(P[i]); if (e == "") continue
         split(e, kvp, ":"); nm = toupper(trim(kvp[1]))
         if (nm == client) clientproto = toupper(trim(kvp[2]))
-        if (nm == name) { mapped = 1; if (proto != "") e = name ":" proto }
+        if (nm == name) { mapped = 1; oldproto = toupper(trim(kvp[2])); if (proto != "" || tls) e = HOLE }
         newpm = newpm (newpm == "" ? "" : ",") e
     }
     if (clientproto == "" && client ~ /^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$/) clientproto = client
-    if (!mapped) newpm = newpm "," name ":" (proto != "" ? proto : (clientproto != "" ? clientproto : "PLAINTEXT"))
+    ourproto = (proto != "") ? proto : (mapped ? oldproto : (clientproto != "" ? clientproto : "PLAINTEXT"))
+    # Encrypted external listener (core/certificates.py): SSL, or SASL_SSL keeping the SASL.
+    if (tls) ourproto = (ourproto ~ /^SASL_/) ? "SASL_SSL" : "SSL"
+    if (!mapped) newpm = newpm "," name ":" ourproto
+    else sub(HOLE, name ":" ourproto, newpm)
 
     # Listener-scoped settings (SASL mechanisms and JAAS, SSL) of the client listener, so an
     # authenticated chart stays authenticated on the external listener.
     src = "listener.name." tolower(client) "."; dst = "listener.name." tolower(name) "."
     nadd = 0
-    if (client != "" && client != name) for (k in kv) if (index(k, src) == 1 && !((dst substr(k, length(src) + 1)) in kv)) add[++nadd] = k
+    # With TLS, ssl.* of this listener are ours alone: none copied, any set before dropped.
+    if (client != "" && client != name) for (k in kv) if (index(k, src) == 1 && !((dst substr(k, length(src) + 1)) in kv) && !(tls && index(k, src "ssl.") == 1)) add[++nadd] = k
+    ntls = tls ? split(tlsprops, T, " ") : 0
+    for (k in kv) if (ntls && index(k, dst "ssl.") == 1) changed[k] = 1
 
     if (mode == "env") {
         print "export " envname("advertised.listeners") "=" sq(newadv)
         print "export " envname("listeners") "=" sq(newlis)
         print "export " envname("listener.security.protocol.map") "=" sq(newpm)
         print "kafkaexpose_client=" sq(client)
+        for (i = 1; i <= ntls; i++) { j = index(T[i], "="); print "export " envname(substr(T[i], 1, j - 1)) "=" sq(substr(T[i], j + 1)) }
         exit 0
     }
     changed["advertised.listeners"] = 1; changed["listeners"] = 1; changed["listener.security.protocol.map"] = 1
@@ -130,13 +139,15 @@ END {
     print "listeners=" newlis
     print "listener.security.protocol.map=" newpm
     for (i = 1; i <= nadd; i++) print dst substr(add[i], length(src) + 1) "=" kv[add[i]]
+    for (i = 1; i <= ntls; i++) print T[i]
 }
 """
 
 _AWK_ARGS = (
     '-v name="$KAFKAEXPOSE_LISTENER_NAME" -v host="$KAFKAEXPOSE_HOST" '
     '-v port="$KAFKAEXPOSE_ADVERTISED_PORT" -v cport="$KAFKAEXPOSE_CONTAINER_PORT" '
-    '-v proto="${KAFKAEXPOSE_SECURITY_PROTOCOL:-}" -v onexist="${KAFKAEXPOSE_ON_EXISTING:-replace}"'
+    '-v proto="${KAFKAEXPOSE_SECURITY_PROTOCOL:-}" -v onexist="${KAFKAEXPOSE_ON_EXISTING:-replace}" '
+    '-v tlsprops="${KAFKAEXPOSE_TLS_PROPERTIES:-}"'
 )
 
 # Init container: edit the server.properties the chart's own init container prepared.
@@ -166,11 +177,17 @@ ENV_SCRIPT = f"""kafkaexpose_props() {{
 }}
 if kafkaexpose_exports=$(kafkaexpose_props | awk -v mode=env -v derive=1 -v prefix="$KAFKAEXPOSE_ENV_PREFIX" \\
     {_AWK_ARGS} '{AWK_PROGRAM}'); then
+  kafkaexpose_to="${{KAFKAEXPOSE_ENV_PREFIX}}LISTENER_NAME_${{KAFKAEXPOSE_LISTENER_NAME}}_"
+  if [ -n "${{KAFKAEXPOSE_TLS_PROPERTIES:-}}" ]; then
+    for kafkaexpose_n in $(export -p | sed -n "s/^[a-z -]*\\(${{kafkaexpose_to}}SSL_[A-Za-z0-9_]*\\)=.*/\\1/p"); do
+      unset "$kafkaexpose_n"
+    done
+  fi
   eval "$kafkaexpose_exports"
   kafkaexpose_from="${{KAFKAEXPOSE_ENV_PREFIX}}LISTENER_NAME_$(printf '%s' "$kafkaexpose_client" | tr 'a-z' 'A-Z')_"
-  kafkaexpose_to="${{KAFKAEXPOSE_ENV_PREFIX}}LISTENER_NAME_${{KAFKAEXPOSE_LISTENER_NAME}}_"
   for kafkaexpose_n in $(export -p | sed -n "s/^[a-z -]*\\($kafkaexpose_from[A-Za-z0-9_]*\\)=.*/\\1/p"); do
     kafkaexpose_new="$kafkaexpose_to${{kafkaexpose_n#"$kafkaexpose_from"}}"
+    case "${{KAFKAEXPOSE_TLS_PROPERTIES:+tls}}${{kafkaexpose_n#"$kafkaexpose_from"}}" in tlsSSL_*) continue ;; esac
     eval "kafkaexpose_set=\\${{$kafkaexpose_new+set}}"
     if [ -z "$kafkaexpose_set" ]; then eval "export $kafkaexpose_new=\\"\\${{$kafkaexpose_n}}\\""; fi
   done
