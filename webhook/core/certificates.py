@@ -84,7 +84,11 @@ def kafka_version(image: str, family: str) -> tuple[int, int] | None:
         return version
     if version >= (7, 0):
         return (version[0] - 4, version[1])  # CP 7.x ships Kafka 3.x, CP 8.x Kafka 4.x
-    return _CONFLUENT_TO_KAFKA.get(version, (2, 3) if version < (5, 4) else None)
+    if version in _CONFLUENT_TO_KAFKA:
+        return _CONFLUENT_TO_KAFKA[version]
+    if version[0] in (4, 5):
+        return (version[0] - 3, version[1])  # CP 4.y ships Kafka 1.y, CP 5.0-5.3 Kafka 2.0-2.3
+    return (0, 11) if version[0] == 3 else None  # CP 3.x: Kafka 0.10-0.11
 
 
 def keystore_format(version: tuple[int, int] | None) -> KeystoreFormat:
