@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,12 +17,32 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
+from tests.cluster.controller_fixtures import (
+    RESYNC_SECONDS,
+    Controller,
+    broker_statefulset,
+    create_namespace,
+    create_objects,
+    delete_namespaces,
+    event_reasons,
+    running,
+    scale,
+)
 from tests.support import certmanager
-from tests.support.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane, NodeAgentStandIn, wait_for
 from tests.support.podfactory import FIXTURES
 from webhook.cli.render import render_text
-from webhook.core.certificates import COMBINED_PEM, PKCS12_KEYSTORE, PKCS12_PASSWORD
+from webhook.config import load_settings_text
+from webhook.core.certificates import (
+    COMBINED_PEM,
+    PKCS12_KEYSTORE,
+    PKCS12_PASSWORD,
+    certificate_name,
+    secret_name,
+)
+from webhook.core.names import CERTIFICATE
 from webhook.core.settings import Settings, parse_settings
 
 pytestmark = pytest.mark.cluster
@@ -114,3 +135,64 @@ def test_an_old_kafka_gets_the_pkcs12_keystore_cert_manager_writes(
     assert key is not None and served is not None
     assert names_of(served) == cert["spec"]["dnsNames"]
     assert_signed_by(served, ca_pem)
+
+
+# ------------------------------------------------------------------ webhook mode: the controller's
+
+
+CONTROLLER_TLS_SETTINGS = f"""\
+domain: kafka.example.com
+controller:
+  resyncSeconds: {RESYNC_SECONDS}
+tls:
+  mode: cert-manager
+  issuerRef: {{name: {certmanager.CA_ISSUER}}}
+"""
+
+
+def test_the_controller_keeps_one_certificate_per_statefulset_in_step_with_its_replicas(
+    ca_pem: bytes, control_plane: ControlPlane, node_agent: NodeAgentStandIn, tmp_path: Path
+) -> None:
+    settings_path = tmp_path / "settings.yaml"
+    settings_path.write_text(CONTROLLER_TLS_SETTINGS)
+    settings = load_settings_text(CONTROLLER_TLS_SETTINGS)
+    api = control_plane.api_client()
+    lease_ns = create_namespace(api, "tls-lease", opted_in=False)
+    ns = create_namespace(api, "tls-ctl")
+    try:
+        sts = broker_statefulset(ns, replicas=2, settings=settings)
+        # What the webhook records on each broker pod it gave the encrypted listener.
+        sts["spec"]["template"]["metadata"]["annotations"][CERTIFICATE] = certificate_name("kafka-broker")
+        create_objects(control_plane, [sts])
+        with running(Controller(control_plane, settings_path, lease_ns, tmp_path)) as (ctl,):
+            names = [f"kafka-broker-{i}.{ns}.kafka.example.com" for i in range(4)]
+
+            def certificate() -> dict[str, Any] | None:
+                try:
+                    found: dict[str, Any] = certmanager.custom(api).get_namespaced_custom_object(
+                        "cert-manager.io", "v1", ns, "certificates", certificate_name("kafka-broker")
+                    )
+                except ApiException as err:
+                    if err.status == 404:
+                        return None
+                    raise
+                return found
+
+            cert = wait_for(certificate, 60, 0.5, f"the controller's Certificate\n{ctl.log()}")
+            assert cert["spec"]["dnsNames"] == names[:2]
+            owner = cert["metadata"]["ownerReferences"][0]
+            assert (owner["kind"], owner["name"]) == ("StatefulSet", "kafka-broker")
+            certmanager.wait_certificate_ready(api, ns, certificate_name("kafka-broker"))
+            first = certmanager.secret_data(api, ns, secret_name("kafka-broker"))["tls.crt"]
+
+            scale(api, ns, "kafka-broker", 4)
+            renewed = certmanager.wait_secret_changed(api, ns, secret_name("kafka-broker"), "tls.crt", first)
+            served = x509.load_pem_x509_certificate(renewed)
+            assert names_of(served) == names  # the new brokers' names, before a client needs them
+            assert_signed_by(served, ca_pem)
+
+            client.AppsV1Api(api).delete_namespaced_stateful_set("kafka-broker", ns)
+            wait_for(lambda: certificate() is None, 60, 0.5, "the Certificate to go with its StatefulSet")
+            assert "CertificateApplied" in event_reasons(api, ns)
+    finally:
+        delete_namespaces(api, [ns, lease_ns])

@@ -5,7 +5,15 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 # The kinds of the actions metric: the writes the controller carries out.
-WRITES = ("create", "update", "replace", "delete", "report-address")
+WRITES = (
+    "create",
+    "update",
+    "replace",
+    "delete",
+    "report-address",
+    "apply-certificate",
+    "delete-certificate",
+)
 
 
 class Metrics:

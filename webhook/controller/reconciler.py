@@ -11,14 +11,23 @@ from typing import Any
 
 from webhook.config import SettingsStore
 from webhook.controller.metrics import WRITES, Metrics
-from webhook.core.names import EXPOSED_LABEL, FIELD_MANAGER, LOAD_BALANCER
+from webhook.core.names import (
+    CERT_MANAGER_VERSION,
+    EXPOSED_LABEL,
+    FIELD_MANAGER,
+    LOAD_BALANCER,
+    MANAGED_BY_VALUE,
+    OWNED_LABEL,
+)
 from webhook.core.overrides import settings_for_namespace
 from webhook.core.reconcile import (
     Action,
+    ApplyCertificate,
     ChartLoadBalancer,
     Conflict,
     Create,
     Delete,
+    DeleteCertificate,
     ImmutableKept,
     NamespaceState,
     Replace,
@@ -39,6 +48,10 @@ log = logging.getLogger("kafka_expose.controller")
 
 def _service_path(namespace: str, name: str) -> str:
     return Kube.path("v1", "services", namespace, name)
+
+
+def _certificate_path(namespace: str, name: str | None = None) -> str:
+    return Kube.path(CERT_MANAGER_VERSION, "certificates", namespace, name)
 
 
 class Reconciler:
@@ -90,6 +103,7 @@ class Reconciler:
             for selector in unexposed_pod_selectors(statefulsets, settings, namespace).values():
                 found, _ = self.kube.list_all(Kube.path("v1", "pods", namespace), label_selector=selector)
                 unexposed.extend(found)
+        certificates = self._certificates(namespace, settings.tls.enabled)
         state = NamespaceState(
             namespace=namespace,
             opted_in=opted_in,
@@ -99,6 +113,7 @@ class Reconciler:
             pending_deletions=self.pending.get(namespace, {}),
             now=self.clock(),
             unexposed_pods=unexposed,
+            certificates=certificates,
         )
         plan = plan_namespace(state, settings)
         self.pending[namespace] = plan.pending_deletions
@@ -153,6 +168,11 @@ class Reconciler:
                 self._event(owner, "Warning", "ImmutableSettingsChanged", action.reason)
             case ReportAddress():
                 self._report_address(action, owner)
+            case ApplyCertificate():
+                self._apply_certificate(action, owner)
+            case DeleteCertificate():
+                if self.kube.delete(_certificate_path(action.namespace, action.service), uid=action.uid):
+                    self._event(owner, "Normal", "CertificateDeleted", f"Deleted {action.reason}")
         if action.kind in WRITES:
             self.metrics.actions.labels(action.kind).inc()
         log.info(
@@ -287,3 +307,28 @@ class Reconciler:
             raise
         if action.address:
             self._event(owner, "Normal", "LoadBalancerAddress", action.reason)
+
+    # -- encrypted external listeners (cert-manager Certificates) ----------------------------------
+
+    def _certificates(self, namespace: str, tls_enabled: bool) -> list[dict[str, Any]]:
+        """Our Certificates in the namespace; none when cert-manager is not installed (TLS off: its
+        absence is fine; TLS on: the error says so, and the brokers keep waiting for their Secret)."""
+        try:
+            found, _ = self.kube.list_all(
+                _certificate_path(namespace), label_selector=f"{OWNED_LABEL}={MANAGED_BY_VALUE}"
+            )
+        except ApiError as error:
+            if error.status == 404 and not tls_enabled:
+                return []
+            raise
+        return found
+
+    def _apply_certificate(self, action: ApplyCertificate, owner: Mapping[str, Any] | None) -> None:
+        if action.password_secret is not None:
+            try:  # create only: the controller may not read nor overwrite any Secret
+                self.kube.create(Kube.path("v1", "secrets", action.namespace), action.password_secret)
+            except ApiError as error:
+                if error.status != 409:
+                    raise
+        self.kube.apply(_certificate_path(action.namespace, action.service), action.desired)
+        self._event(owner, "Normal", "CertificateApplied", action.reason)

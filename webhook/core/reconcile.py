@@ -22,12 +22,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from webhook.core.certificates import certificate_name, planned_objects
 from webhook.core.clouds import IMMUTABLE_ANNOTATIONS
 from webhook.core.decision import BrokerPlan
 from webhook.core.expose import NotExposed, mutate, pod_identity
 from webhook.core.hosts import HostError, check_dns_name, split_pod_name
 from webhook.core.names import (
     ADVERTISED,
+    CERTIFICATE,
     CONTAINER_PORT,
     CREATED_WITH,
     EXPOSED_LABEL,
@@ -161,6 +163,25 @@ class Unexposed(_Action):
     pod_uid: str | None
 
 
+@dataclass(frozen=True, kw_only=True)
+class ApplyCertificate(_Action):
+    """A broker StatefulSet's cert-manager Certificate is missing or out of step (replicas, settings):
+    server-side apply it (`service` holds the Certificate's name). `password_secret`: the PKCS12
+    keystore's password Secret, created when absent (never overwritten)."""
+
+    kind: ClassVar[str] = "apply-certificate"
+    desired: dict[str, Any]
+    password_secret: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteCertificate(_Action):
+    """A Certificate kafka-expose made that no broker serves any more (TLS off, opted out)."""
+
+    kind: ClassVar[str] = "delete-certificate"
+    uid: str | None
+
+
 Action = (
     Create
     | Update
@@ -172,6 +193,8 @@ Action = (
     | ImmutableKept
     | ReportAddress
     | Unexposed
+    | ApplyCertificate
+    | DeleteCertificate
 )
 A = TypeVar("A", bound=_Action)
 
@@ -189,6 +212,8 @@ class NamespaceState:
     now: float = 0.0
     # pods matched by unexposed_pod_selectors: broker pods without the exposed label
     unexposed_pods: Sequence[Mapping[str, Any]] = ()
+    # cert-manager Certificates labelled kafka-expose.io/managed-by=kafka-expose
+    certificates: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass(frozen=True)
@@ -775,7 +800,64 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
                 Wait(namespace=ns, service=name, reason=reason, statefulset=event_to, uid=uid, delay=delay)
             )
     unexposed = _unexposed(state, statefulsets) if state.opted_in else []
-    return NamespacePlan(tuple(applies + reports + unexposed + removals), pending)
+    certificates = _certificates(state, settings, statefulsets)  # encrypted external listeners
+    return NamespacePlan(tuple(certificates + applies + reports + unexposed + removals), pending)
+
+
+def _certificates(
+    state: NamespaceState, settings: Settings, statefulsets: Mapping[str, Mapping[str, Any]]
+) -> list[Action]:
+    """One Certificate per StatefulSet whose exposed pods serve it (their kafka-expose.io/certificate),
+    with every ordinal's name; those no broker serves any more are deleted. A StatefulSet deleted
+    takes its Certificate along (ownerReference)."""
+    ns = state.namespace
+    serving = {annotations_of(pod).get(CERTIFICATE) for pod in state.pods}
+    observed = {name_of(c): c for c in state.certificates if is_managed(c)}
+    actions: list[Action] = []
+    wanted: set[str] = set()
+    for name, sts in sorted(statefulsets.items()):
+        if not state.opted_in or certificate_name(name) not in serving or _meta(sts).get("deletionTimestamp"):
+            continue
+        plans = mutate({**sts, "kind": "StatefulSet"}, settings, ns).plans[:1]
+        objects = planned_objects(plans, settings, replicas=replicas_of(sts), owner=sts)
+        if not objects:
+            continue  # TLS off now, or the template no longer exposable: deleted below
+        desired, secret = objects[0], (objects[1] if len(objects) > 1 else None)
+        cert = name_of(desired)
+        wanted.add(cert)
+        current = observed.get(cert)
+        if current is None or _certificate_drift(desired, current):
+            actions.append(
+                ApplyCertificate(
+                    namespace=ns,
+                    service=cert,
+                    reason=f"Certificate {cert} for {len(desired['spec']['dnsNames'])} name(s) of StatefulSet {name}",
+                    statefulset=name,
+                    desired=desired,
+                    password_secret=secret,
+                )
+            )
+    for cert, current in sorted(observed.items()):
+        if cert not in wanted and not _meta(current).get("deletionTimestamp"):
+            sts_name = labels_of(current).get(STATEFULSET_LABEL)
+            actions.append(
+                DeleteCertificate(
+                    namespace=ns,
+                    service=cert,
+                    reason=f"no broker of StatefulSet {sts_name} serves Certificate {cert} any more",
+                    statefulset=sts_name if sts_name in statefulsets else None,
+                    uid=uid_of(current),
+                )
+            )
+    return actions
+
+
+def _certificate_drift(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> bool:
+    spec, seen = _spec(desired), _spec(observed)
+    if any(seen.get(key) != value for key, value in spec.items()):
+        return True
+    owners = {o.get("uid") for o in _meta(observed).get("ownerReferences") or [] if isinstance(o, dict)}
+    return not {o["uid"] for o in _meta(desired).get("ownerReferences") or []} <= owners
 
 
 def _keep_in_line(
