@@ -325,10 +325,16 @@ class Reconciler:
 
     def _apply_certificate(self, action: ApplyCertificate, owner: Mapping[str, Any] | None) -> None:
         if action.password_secret is not None:
-            try:  # create only: the controller may not read nor overwrite any Secret
+            try:  # create only: never read nor overwrite a Secret
                 self.kube.create(Kube.path("v1", "secrets", action.namespace), action.password_secret)
             except ApiError as error:
-                if error.status != 409:
+                if error.status == 403:  # the base RBAC grants no Secrets (README: PKCS12 keystores)
+                    message = (
+                        f"cannot create the PKCS12 keystore password Secret of {action.service}: grant the "
+                        "controller `create` on secrets, or run Kafka 2.7+ (PEM keystores need none)"
+                    )
+                    self._event(owner, "Warning", "CertificatePasswordSecretForbidden", message)
+                elif error.status != 409:
                     raise
         self.kube.apply(_certificate_path(action.namespace, action.service), action.desired)
         self._event(owner, "Normal", "CertificateApplied", action.reason)

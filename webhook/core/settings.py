@@ -231,7 +231,11 @@ class PolicySettings(_Model):
 
     def mode_of(self, rule: str) -> Mode:
         specific: Mode | None = getattr(self.rules, rule)
-        return specific or self.mode
+        return specific or ("off" if rule in _OFF_UNLESS_SET else self.mode)
+
+
+# Rules that `policy.mode` does not switch on: only their own `policy.rules` entry does.
+_OFF_UNLESS_SET = frozenset({"encrypted_external_listener"})
 
 
 class Settings(_Model):

@@ -12,6 +12,7 @@ import yaml
 from tests.support.expectations import kafka_container, own_manifest
 from tests.support.imagesim import evaluate
 from tests.support.podfactory import FIXTURES, load_render, pod_from_statefulset, statefulsets
+from tests.unit.core.test_reconcile import NS, broker_statefulset, exposed_pod
 from webhook.cli.render import render_text
 from webhook.core import mutate
 from webhook.core.certificates import (
@@ -25,7 +26,10 @@ from webhook.core.certificates import (
     planned_objects,
     secret_name,
 )
-from webhook.core.names import CERTIFICATE, SECURITY_PROTOCOL, TLS_SECRET
+from webhook.core.names import CERTIFICATE, SECURITY_PROTOCOL, TLS_ISSUER_OVERRIDE, TLS_SECRET
+from webhook.core.overrides import settings_for_namespace
+from webhook.core.policy import evaluate as evaluate_policy
+from webhook.core.reconcile import ApplyCertificate, DeleteCertificate, NamespaceState, plan_namespace
 from webhook.core.settings import SettingsError, parse_settings
 
 pytestmark = pytest.mark.unit
@@ -210,3 +214,65 @@ def test_bad_tls_settings_are_refused_with_their_path(document: dict[str, Any], 
     with pytest.raises(SettingsError) as err:
         parse_settings(copy.deepcopy(document))
     assert any(words in problem for problem in err.value.problems), err.value.problems
+
+
+# ------------------------------------------------------------------------- the controller's planning
+
+
+def _tls_namespace(replicas: int, opted_in: bool = True, certs: tuple[Any, ...] = ()) -> NamespaceState:
+    sts = broker_statefulset(replicas)
+    pods = [exposed_pod(sts, i, TLS) for i in range(replicas)]  # the webhook gave them TLS
+    return NamespaceState(namespace=NS, opted_in=opted_in, pods=pods, statefulsets=[sts], certificates=certs)
+
+
+def test_the_controller_plans_one_certificate_per_statefulset_and_keeps_it_in_step() -> None:
+    [apply] = plan_namespace(_tls_namespace(3), TLS).of(ApplyCertificate)
+    cert = apply.desired
+    assert cert["metadata"]["name"] == apply.service == certificate_name("kafka-broker")
+    assert len(cert["spec"]["dnsNames"]) == 4  # three brokers and the bootstrap name
+    assert cert["metadata"]["ownerReferences"][0]["uid"] == broker_statefulset(3)["metadata"]["uid"]
+    stored = {**cert, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    assert plan_namespace(_tls_namespace(3, certs=(stored,)), TLS).of(ApplyCertificate) == []  # steady
+    [scaled] = plan_namespace(_tls_namespace(5, certs=(stored,)), TLS).of(ApplyCertificate)
+    assert len(scaled.desired["spec"]["dnsNames"]) == 6
+    # TLS off, or the namespace opted out: the Certificate no broker serves goes.
+    for state, settings in (
+        (_tls_namespace(3, certs=(stored,)), PLAIN),
+        (_tls_namespace(3, False, (stored,)), TLS),
+    ):
+        plan = plan_namespace(state, settings)
+        assert plan.of(ApplyCertificate) == [] and [d.service for d in plan.of(DeleteCertificate)] == [
+            apply.service
+        ]
+    # A Certificate kafka-expose did not make is never touched.
+    foreign = {**stored, "metadata": {**stored["metadata"], "labels": {}}}
+    assert plan_namespace(_tls_namespace(3, certs=(foreign,)), PLAIN).of(DeleteCertificate) == []
+
+
+# ----------------------------------------------------------------------------- policy and overrides
+
+
+def test_encrypted_external_listener_rule_is_off_unless_set() -> None:
+    pod, _ = broker_pod("manifest:apache-kraft-env.yaml")
+    assert evaluate_policy(pod, PLAIN, namespace="kafka", load_balancers_in_namespace=None) == []
+    strict = parse_settings(
+        {"policy": {"mode": "enforce", "rules": {"encryptedExternalListener": "enforce"}}}
+    )
+    [violation] = evaluate_policy(pod, strict, namespace="kafka", load_balancers_in_namespace=None)
+    assert violation.rule == "encryptedExternalListener" and "clear text (PLAINTEXT)" in violation.message
+    strict_tls = strict.model_copy(update={"tls": TLS.tls})
+    assert evaluate_policy(pod, strict_tls, namespace="kafka", load_balancers_in_namespace=None) == []
+
+
+def test_a_namespace_gets_another_issuer_only_within_the_policy() -> None:
+    settings = parse_settings(
+        {
+            "tls": {"mode": "cert-manager"},
+            "policy": {"namespaceOverrides": {"allowedIssuers": ["Issuer/{namespace}-ca"]}},
+        }
+    )
+    own, problems = settings_for_namespace(settings, {TLS_ISSUER_OVERRIDE: "Issuer/team-a-ca"}, "team-a")
+    assert problems == [] and (own.tls.issuer_ref.kind, own.tls.issuer_ref.name) == ("Issuer", "team-a-ca")
+    other, problems = settings_for_namespace(settings, {TLS_ISSUER_OVERRIDE: "Issuer/team-b-ca"}, "team-a")
+    assert other.tls.issuer_ref.name == "kafka-external-ca"
+    assert "refused" in problems[0] and "Issuer/team-a-ca" in problems[0]
