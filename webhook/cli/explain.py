@@ -27,11 +27,19 @@ def explain_objects(items: list[dict[str, Any]], settings: Settings, namespace: 
         decision = mutate(obj, settings, namespace)
         if decision.plans:
             for plan in decision.plans:
-                protocol = plan.security_protocol or "that of the client listener"
+                protocol = plan.security_protocol or (
+                    "SSL or SASL_SSL as the client listener" if plan.tls else "that of the client listener"
+                )
+                tls = (
+                    f"; serves Certificate {plan.tls.certificate} (Secret {plan.tls.secret}, "
+                    f"{plan.tls.keystore.upper()} keystore, client auth {plan.tls.client_auth})"
+                    if plan.tls
+                    else ""
+                )
                 lines.append(
                     f"{plan.namespace}/{plan.pod}: advertises {plan.advertised} ({protocol}), "
                     f"listens on container port {plan.container_port} ({plan.flavor}); "
-                    f"LoadBalancer Service {plan.service_name} {plan.advertised_port}->{plan.container_port}"
+                    f"LoadBalancer Service {plan.service_name} {plan.advertised_port}->{plan.container_port}{tls}"
                 )
         elif decision.outcome == "mutated":
             lines.append(f"{kind} {name}: {decision.reason}")
