@@ -310,5 +310,7 @@ def test_image_installs_only_from_the_hashed_locks(stages: list[Stage]) -> None:
         if "--no-deps" in install:  # the project's own wheel, built just before, nothing resolved
             assert "--no-index" in install and "/wheels/" in install, install
             continue
-        assert "--require-hashes" in install and re.search(r"-r requirements(-build)?\.lock", install), install
+        assert "--require-hashes" in install and re.search(r"-r requirements(-build)?\.lock", install), (
+            install
+        )
     assert "--no-build-isolation" in commands  # else pip would fetch unpinned setuptools to build
