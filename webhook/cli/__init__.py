@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "explain": ("webhook.cli.explain", "show, per broker, what it will advertise or why it is not exposed"),
     "check": ("webhook.cli.check", "evaluate the policy offline on manifests (exit 1 on violations)"),
     "serve": ("webhook.server.process", "run the admission webhook server (gunicorn + Flask, TLS)"),
-    "controller": ("webhook.controller.manager", "run the per-broker LoadBalancer controller"),
+    "controller": ("webhook.cli.controller", "run the per-broker LoadBalancer controller"),
     "certs": ("webhook.cli.certs", "certificate tooling (generate a CA and a serving certificate)"),
 }
 

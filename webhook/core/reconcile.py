@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
 
 from webhook.core.clouds import IMMUTABLE_ANNOTATIONS
 from webhook.core.decision import BrokerPlan
@@ -59,35 +59,121 @@ OWN_SPEC_FIELDS = frozenset(
     }
 )
 
-ActionKind = Literal[
-    "create",  # the slot's Service is missing: create it (never over an existing object)
-    "update",  # our Service drifted from the plan: server-side apply our fields
-    "replace",  # an immutable setting changed and the settings allow replacing: delete, then create
-    "delete",  # our Service outlived its slot (scale-down, opt-out, orphaned)
-    "wait",  # a deletion waits for the scale-down grace period; reconcile again after `delay`
-    "conflict",  # the name is taken by a Service we did not create (or by another broker's): report
-    "chart-lb",  # the chart already has a LoadBalancer for this broker: do not add a second one
-    "immutable-kept",  # an immutable setting changed, the Service keeps its creation values: report
-    "report-address",  # the broker pod's load-balancer annotation differs from the Service's address
-    "unexposed",  # a broker pod was admitted without kafka-expose (webhook unreachable): report
-]
+# ------------------------------------------------------------------------------------------ actions
+# One small frozen dataclass per thing the controller can do; it dispatches with `match`. `kind` is
+# the name in logs and in the actions metric.
 
 
-@dataclass(frozen=True)
-class Action:
-    kind: ActionKind
+@dataclass(frozen=True, kw_only=True)
+class _Action:
+    kind: ClassVar[str]
     namespace: str
     service: str  # the Service name the action is about
     reason: str
     statefulset: str | None = None  # where the Event goes
-    desired: dict[str, Any] | None = None  # create, update, replace: the Service as planned
-    uid: str | None = None  # update, replace, delete, conflict: the observed Service's uid
-    resource_version: str | None = None  # update: the observed Service's resourceVersion
-    pod: str | None = None  # report-address: the broker pod
-    pod_uid: str | None = None
-    address: str | None = None  # report-address: the new value (None: remove the annotation)
-    delay: float | None = None  # wait: seconds until the deletion is due
-    convert_ownership: bool = False  # update: our create's field ownership must become "Apply" first
+
+
+@dataclass(frozen=True, kw_only=True)
+class Create(_Action):
+    """The slot's Service is missing: create it (never over an existing object)."""
+
+    kind: ClassVar[str] = "create"
+    desired: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Update(_Action):
+    """Our Service drifted from the plan: server-side apply our fields, conditioned on the version."""
+
+    kind: ClassVar[str] = "update"
+    desired: dict[str, Any]
+    uid: str | None
+    resource_version: str | None
+    convert_ownership: bool = False  # our create's field ownership must become "Apply" first
+
+
+@dataclass(frozen=True, kw_only=True)
+class Replace(_Action):
+    """An immutable setting changed and the settings allow replacing: delete, then create."""
+
+    kind: ClassVar[str] = "replace"
+    desired: dict[str, Any]
+    uid: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delete(_Action):
+    """Our Service outlived its slot (scale-down, opt-out, orphaned)."""
+
+    kind: ClassVar[str] = "delete"
+    uid: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Wait(_Action):
+    """A deletion waits for the scale-down grace period: reconcile again after `delay`."""
+
+    kind: ClassVar[str] = "wait"
+    uid: str | None
+    delay: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conflict(_Action):
+    """The name is taken by a Service we did not create (or by another broker's): report."""
+
+    kind: ClassVar[str] = "conflict"
+    uid: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChartLoadBalancer(_Action):
+    """The chart already has a LoadBalancer for this broker: do not add a second one."""
+
+    kind: ClassVar[str] = "chart-lb"
+    uid: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImmutableKept(_Action):
+    """An immutable setting changed, the Service keeps its creation values: report."""
+
+    kind: ClassVar[str] = "immutable-kept"
+    uid: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportAddress(_Action):
+    """The broker pod's load-balancer annotation differs from the Service's address."""
+
+    kind: ClassVar[str] = "report-address"
+    pod: str
+    pod_uid: str | None
+    address: str | None  # None: remove the annotation
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unexposed(_Action):
+    """A broker pod was admitted without kafka-expose (webhook unreachable): report."""
+
+    kind: ClassVar[str] = "unexposed"
+    pod: str
+    pod_uid: str | None
+
+
+Action = (
+    Create
+    | Update
+    | Replace
+    | Delete
+    | Wait
+    | Conflict
+    | ChartLoadBalancer
+    | ImmutableKept
+    | ReportAddress
+    | Unexposed
+)
+A = TypeVar("A", bound=_Action)
 
 
 @dataclass(frozen=True)
@@ -110,12 +196,12 @@ class NamespacePlan:
     actions: tuple[Action, ...]
     pending_deletions: dict[str, float]  # to pass back in the next NamespaceState
 
-    def of(self, kind: ActionKind) -> list[Action]:
-        return [a for a in self.actions if a.kind == kind]
+    def of(self, kind: type[A]) -> list[A]:
+        return [a for a in self.actions if isinstance(a, kind)]
 
     @property
     def requeue_after(self) -> float | None:
-        delays = [a.delay for a in self.actions if a.kind == "wait" and a.delay is not None]
+        delays = [a.delay for a in self.of(Wait)]
         return min(delays) if delays else None
 
 
@@ -499,7 +585,7 @@ def unexposed_pod_selectors(
     return selectors
 
 
-def _unexposed(state: NamespaceState, statefulsets: Mapping[str, Mapping[str, Any]]) -> list[Action]:
+def _unexposed(state: NamespaceState, statefulsets: Mapping[str, Mapping[str, Any]]) -> list[Unexposed]:
     actions = []
     by_uid = {uid_of(s): s for s in statefulsets.values() if uid_of(s)}
     for pod in sorted(state.unexposed_pods, key=name_of):
@@ -510,11 +596,10 @@ def _unexposed(state: NamespaceState, statefulsets: Mapping[str, Mapping[str, An
             continue
         name, sts = name_of(pod), name_of(owner)
         actions.append(
-            Action(
-                "unexposed",
-                state.namespace,
-                "",
-                f"broker pod {name} is not exposed (it started before the namespace opted in, the "
+            Unexposed(
+                namespace=state.namespace,
+                service="",
+                reason=f"broker pod {name} is not exposed (it started before the namespace opted in, the "
                 "webhook was unreachable, or it warned at admission): it advertises no external "
                 f"listener and gets no load balancer; delete it to have StatefulSet {sts} recreate it "
                 "through the webhook",
@@ -549,11 +634,10 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
         sts = plan.statefulset
         if plan.service_name in claimed:
             applies.append(
-                Action(
-                    "conflict",
-                    ns,
-                    plan.service_name,
-                    f"Service {plan.service_name} is planned for both {claimed[plan.service_name]} and "
+                Conflict(
+                    namespace=ns,
+                    service=plan.service_name,
+                    reason=f"Service {plan.service_name} is planned for both {claimed[plan.service_name]} and "
                     f"{plan.pod}: the service name template must contain {{pod}} or {{ordinal}}",
                     statefulset=sts,
                 )
@@ -576,11 +660,10 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
             # The chart has its own LoadBalancer for this broker (often under the very name we plan).
             target = chart
             applies.append(
-                Action(
-                    "chart-lb",
-                    ns,
-                    name_of(chart),
-                    f"broker {plan.pod} uses the chart's own load balancer {name_of(chart)}: "
+                ChartLoadBalancer(
+                    namespace=ns,
+                    service=name_of(chart),
+                    reason=f"broker {plan.pod} uses the chart's own load balancer {name_of(chart)}: "
                     "no second one is created",
                     statefulset=sts,
                     uid=uid_of(chart),
@@ -588,11 +671,10 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
             )
         elif existing is not None and not is_managed(existing):
             applies.append(
-                Action(
-                    "conflict",
-                    ns,
-                    plan.service_name,
-                    f"Service {plan.service_name} already exists and was not created by kafka-expose: "
+                Conflict(
+                    namespace=ns,
+                    service=plan.service_name,
+                    reason=f"Service {plan.service_name} already exists and was not created by kafka-expose: "
                     f"left as it is, broker {plan.pod} gets no load balancer from kafka-expose",
                     statefulset=sts,
                     uid=uid_of(existing),
@@ -603,11 +685,10 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
             or labels_of(existing).get(POD_LABEL, plan.pod) != plan.pod
         ):
             applies.append(
-                Action(
-                    "conflict",
-                    ns,
-                    plan.service_name,
-                    f"Service {plan.service_name} belongs to broker {labels_of(existing).get(POD_LABEL)}, "
+                Conflict(
+                    namespace=ns,
+                    service=plan.service_name,
+                    reason=f"Service {plan.service_name} belongs to broker {labels_of(existing).get(POD_LABEL)}, "
                     f"not {plan.pod}: left as it is",
                     statefulset=sts,
                     uid=uid_of(existing),
@@ -615,11 +696,10 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
             )
         elif existing is None:
             applies.append(
-                Action(
-                    "create",
-                    ns,
-                    plan.service_name,
-                    f"LoadBalancer Service {plan.service_name} for broker {plan.pod} ({plan.advertised})",
+                Create(
+                    namespace=ns,
+                    service=plan.service_name,
+                    reason=f"LoadBalancer Service {plan.service_name} for broker {plan.pod} ({plan.advertised})",
                     statefulset=sts,
                     desired=desired_service(plan, settings, owner),
                 )
@@ -632,11 +712,10 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
         pod_annotations = annotations_of(pod)
         if address != pod_annotations.get(LOAD_BALANCER) and not _meta(pod).get("deletionTimestamp"):
             reports.append(
-                Action(
-                    "report-address",
-                    ns,
-                    name_of(target) if target is not None else plan.service_name,
-                    f"broker {plan.pod} is reachable at {address}"
+                ReportAddress(
+                    namespace=ns,
+                    service=name_of(target) if target is not None else plan.service_name,
+                    reason=f"broker {plan.pod} is reachable at {address}"
                     if address
                     else f"broker {plan.pod} has no load balancer address",
                     statefulset=sts,
@@ -656,10 +735,18 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
         sts_name = labels.get(STATEFULSET_LABEL)
         parts = split_pod_name(labels.get(POD_LABEL, ""))
         owner = statefulsets.get(sts_name) if sts_name else None
-        base = Action("delete", ns, name, "", statefulset=sts_name if owner else None, uid=uid_of(service))
+        event_to, uid = (sts_name if owner else None), uid_of(service)
         if not state.opted_in:
             if not settings.controller.keep_on_opt_out:
-                removals.append(replace(base, reason=f"namespace {ns} opted out of kafka-expose"))
+                removals.append(
+                    Delete(
+                        namespace=ns,
+                        service=name,
+                        reason=f"namespace {ns} opted out of kafka-expose",
+                        statefulset=event_to,
+                        uid=uid,
+                    )
+                )
             continue
         if name in claimed:
             continue
@@ -680,10 +767,13 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
             continue  # the slot lives on: its pod is restarting or not exposed right now
         since = state.pending_deletions.get(name, state.now)
         if immediate or state.now - since >= grace:
-            removals.append(replace(base, reason=reason))
+            removals.append(Delete(namespace=ns, service=name, reason=reason, statefulset=event_to, uid=uid))
         else:
             pending[name] = since
-            removals.append(replace(base, kind="wait", reason=reason, delay=since + grace - state.now))
+            delay = since + grace - state.now
+            removals.append(
+                Wait(namespace=ns, service=name, reason=reason, statefulset=event_to, uid=uid, delay=delay)
+            )
     unexposed = _unexposed(state, statefulsets) if state.opted_in else []
     return NamespacePlan(tuple(applies + reports + unexposed + removals), pending)
 
@@ -700,11 +790,10 @@ def _keep_in_line(
         change = f"created with {_encode(recorded)}, the settings now ask for {_encode(wanted)}"
         if settings.controller.replace_on_immutable_change:
             return [
-                Action(
-                    "replace",
-                    ns,
-                    name,
-                    f"settings the cloud reads only at creation changed ({change}): replacing Service "
+                Replace(
+                    namespace=ns,
+                    service=name,
+                    reason=f"settings the cloud reads only at creation changed ({change}): replacing Service "
                     f"{name} (its load balancer address changes)",
                     statefulset=statefulset,
                     desired=desired,
@@ -712,11 +801,10 @@ def _keep_in_line(
                 )
             ]
         actions.append(
-            Action(
-                "immutable-kept",
-                ns,
-                name,
-                f"Service {name} keeps its load balancer: {change}; set controller.replaceOnImmutableChange "
+            ImmutableKept(
+                namespace=ns,
+                service=name,
+                reason=f"Service {name} keeps its load balancer: {change}; set controller.replaceOnImmutableChange "
                 "to replace it",
                 statefulset=statefulset,
                 uid=uid_of(existing),
@@ -726,11 +814,10 @@ def _keep_in_line(
     reasons = drift(desired, existing)
     if reasons:
         actions.append(
-            Action(
-                "update",
-                ns,
-                name,
-                f"Service {name} differs from the plan: {', '.join(reasons)}",
+            Update(
+                namespace=ns,
+                service=name,
+                reason=f"Service {name} differs from the plan: {', '.join(reasons)}",
                 statefulset=statefulset,
                 desired=desired,
                 uid=uid_of(existing),

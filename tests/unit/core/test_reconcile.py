@@ -23,8 +23,13 @@ from webhook.core.names import (
     STS_POD_NAME_LABEL,
 )
 from webhook.core.reconcile import (
+    ChartLoadBalancer,
+    Conflict,
+    Create,
     NamespacePlan,
     NamespaceState,
+    ReportAddress,
+    Unexposed,
     desired_service,
     drift,
     is_opted_in,
@@ -162,7 +167,7 @@ def steady(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Pods and the Services the controller made for them (an already converged namespace)."""
     pods = [exposed_pod(sts, i, settings) for i in range(sts["spec"]["replicas"])]
-    created = plan_namespace(state(pods, [sts], []), settings).of("create")
+    created = plan_namespace(state(pods, [sts], []), settings).of(Create)
     services = [stored(a.desired or {}, uid=f"svc-{i}") for i, a in enumerate(created)]
     return pods, services
 
@@ -391,8 +396,8 @@ def test_a_foreign_service_with_the_planned_name_is_a_conflict_and_left_alone() 
         ("conflict", "kafka-broker-1-external"),
         ("create", "kafka-broker-2-external"),
     ]
-    conflict = plan.of("conflict")[0]
-    assert conflict.uid == "foreign-kafka-broker-1-external" and conflict.desired is None
+    conflict = plan.of(Conflict)[0]
+    assert conflict.uid == "foreign-kafka-broker-1-external" and not hasattr(conflict, "desired")
     assert "not created by kafka-expose" in conflict.reason
 
 
@@ -437,11 +442,11 @@ def test_the_charts_own_broker_load_balancer_is_used() -> None:
         ("create", "kafka-broker-2-external"),
     ]
     assert "uses the chart's own load balancer" in plan.actions[0].reason
-    report = plan.of("report-address")
+    report = plan.of(ReportAddress)
     assert [(a.pod, a.address) for a in report] == [("kafka-broker-0", "lb-0.elb.example.com")]
     # a chart ClusterIP Service selecting the pod is not a load balancer
     cluster_ip = foreign("kafka-broker-0-internal", {STS_POD_NAME_LABEL: "kafka-broker-0"})
-    assert not plan_namespace(state(pods, [sts], [cluster_ip]), SETTINGS).of("chart-lb")
+    assert not plan_namespace(state(pods, [sts], [cluster_ip]), SETTINGS).of(ChartLoadBalancer)
 
 
 # ---------------------------------------------------------------------------------------------- drift
@@ -625,7 +630,7 @@ def test_the_load_balancer_address_is_reported_on_the_pod() -> None:
     services[0]["status"] = {"loadBalancer": {"ingress": [{"ip": "10.1.2.3"}]}}
     services[1]["status"] = {"loadBalancer": {"ingress": [{"hostname": "lb-1.example.com"}]}}
     plan = plan_namespace(state(pods, [sts], services), SETTINGS)
-    reports = [(a.pod, a.pod_uid, a.address) for a in plan.of("report-address")]
+    reports = [(a.pod, a.pod_uid, a.address) for a in plan.of(ReportAddress)]
     assert reports == [
         ("kafka-broker-0", "pod-uid-0", "10.1.2.3"),
         ("kafka-broker-1", "pod-uid-1", "lb-1.example.com"),
@@ -687,7 +692,7 @@ def test_statefulset_ordinals_start() -> None:
 
 
 def test_work_queue_deduplicates_and_delays() -> None:
-    from webhook.controller.manager import WorkQueue
+    from webhook.controller.queue import WorkQueue
 
     queue = WorkQueue()
     for _ in range(3):
@@ -829,8 +834,8 @@ def test_an_unexposed_broker_pod_is_reported_once_with_what_to_do() -> None:
     state = NamespaceState(
         NS, True, pods=[exposed_pod(sts, 0)], statefulsets=[sts], unexposed_pods=[missed, stranger]
     )
-    [action] = plan_namespace(state, SETTINGS).of("unexposed")
+    [action] = plan_namespace(state, SETTINGS).of(Unexposed)
     assert (action.pod, action.pod_uid, action.statefulset) == ("kafka-broker-1", "pod-uid-1", "kafka-broker")
     assert "delete it" in action.reason
     opted_out = NamespaceState(NS, False, statefulsets=[sts], unexposed_pods=[missed])
-    assert plan_namespace(opted_out, SETTINGS).of("unexposed") == []
+    assert plan_namespace(opted_out, SETTINGS).of(Unexposed) == []

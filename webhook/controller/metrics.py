@@ -1,0 +1,56 @@
+"""The controller's Prometheus metrics, in their own registry (the webhook server has its own)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# The kinds of the actions metric: the writes the controller carries out.
+WRITES = ("create", "update", "replace", "delete", "report-address")
+
+
+class Metrics:
+    """The controller's Prometheus metrics, in their own registry."""
+
+    def __init__(self) -> None:
+
+        self.registry = CollectorRegistry()
+        self.services_managed = Gauge(
+            "kafka_expose_controller_services_managed",
+            "LoadBalancer Services managed by kafka-expose, as seen by the leader's watch.",
+            registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "kafka_expose_controller_reconcile_errors",
+            "Namespace reconciles that failed (retried with backoff).",
+            registry=self.registry,
+        )
+        self.reconcile_duration = Histogram(
+            "kafka_expose_controller_reconcile_duration_seconds",
+            "Time to reconcile one namespace (read, plan, act).",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=self.registry,
+        )
+        self.conflicts = Counter(
+            "kafka_expose_controller_conflicts",
+            "Service names taken by an object kafka-expose did not create (each counted once).",
+            registry=self.registry,
+        )
+        self.unexposed = Counter(
+            "kafka_expose_controller_unexposed_brokers",
+            "Broker pods found running without kafka-expose in an opted-in namespace (each counted once).",
+            registry=self.registry,
+        )
+        self.leader = Gauge(
+            "kafka_expose_controller_leader", "1 while this replica leads, else 0.", registry=self.registry
+        )
+        self.actions = Counter(
+            "kafka_expose_controller_actions",
+            "Actions carried out, by kind (create, update, replace, delete, report-address...).",
+            ["action"],
+            registry=self.registry,
+        )
+        for kind in WRITES:
+            self.actions.labels(kind)
+
+    def serve(self, port: int, address: str) -> None:
+        start_http_server(port, addr=address, registry=self.registry)

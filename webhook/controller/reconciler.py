@@ -1,0 +1,289 @@
+"""Reconcile one namespace: read its objects fresh, ask the pure planner
+(`webhook.core.reconcile.plan_namespace`) what to do, and do it, one `match` arm per action type.
+Every write is checked against leadership first."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from webhook.config import SettingsStore
+from webhook.controller.metrics import WRITES, Metrics
+from webhook.core.names import EXPOSED_LABEL, FIELD_MANAGER, LOAD_BALANCER
+from webhook.core.overrides import settings_for_namespace
+from webhook.core.reconcile import (
+    Action,
+    ChartLoadBalancer,
+    Conflict,
+    Create,
+    Delete,
+    ImmutableKept,
+    NamespaceState,
+    Replace,
+    ReportAddress,
+    Unexposed,
+    Update,
+    Wait,
+    is_opted_in,
+    plan_namespace,
+    unexposed_pod_selectors,
+)
+from webhook.core.services import is_managed
+from webhook.kube.client import ApiError, Kube
+from webhook.kube.events import EventRecorder
+
+log = logging.getLogger("kafka_expose.controller")
+
+
+def _service_path(namespace: str, name: str) -> str:
+    return Kube.path("v1", "services", namespace, name)
+
+
+class Reconciler:
+    """Reconciles one namespace: read fresh, plan (pure), act; every write is checked against
+    leadership first."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        settings: SettingsStore,
+        events: EventRecorder,
+        metrics: Metrics,
+        is_leader: Callable[[], bool],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.events = events
+        self.metrics = metrics
+        self.is_leader = is_leader
+        self.clock = clock
+        self.pending: dict[str, dict[str, float]] = {}
+        self._counted_conflicts: set[tuple[str, str, str | None]] = set()
+        self._reported_unexposed: set[str | None] = set()
+
+    def reconcile(self, namespace: str) -> float | None:
+        """Make `namespace` match the plan; the delay after which to look again, if any."""
+        namespace_obj = self.kube.get(Kube.path("v1", "namespaces", name=namespace))
+        if namespace_obj is None or (namespace_obj.get("metadata") or {}).get("deletionTimestamp"):
+            self.pending.pop(namespace, None)
+            return None  # gone or going: the namespace controller deletes what is in it
+        # The namespace's allowed overrides (kafka-expose.io/cloud, .../domain), as the webhook applies
+        # them to its pods; a refused one keeps the platform default (the webhook warns about it).
+        annotations = (namespace_obj.get("metadata") or {}).get("annotations")
+        settings, _refused = settings_for_namespace(
+            self.settings.settings, annotations if isinstance(annotations, dict) else None, namespace
+        )
+        opted_in = is_opted_in(namespace_obj)
+        services, _ = self.kube.list_all(Kube.path("v1", "services", namespace))
+        if not opted_in and not any(is_managed(s) for s in services):
+            self.pending.pop(namespace, None)
+            return None
+        pods, _ = self.kube.list_all(
+            Kube.path("v1", "pods", namespace), label_selector=f"{EXPOSED_LABEL}=true"
+        )
+        statefulsets, _ = self.kube.list_all(Kube.path("apps/v1", "statefulsets", namespace))
+        unexposed: list[dict[str, Any]] = []
+        if opted_in:  # only broker StatefulSets' pods, so unrelated pods never reach this process
+            for selector in unexposed_pod_selectors(statefulsets, settings, namespace).values():
+                found, _ = self.kube.list_all(Kube.path("v1", "pods", namespace), label_selector=selector)
+                unexposed.extend(found)
+        state = NamespaceState(
+            namespace=namespace,
+            opted_in=opted_in,
+            pods=pods,
+            statefulsets=statefulsets,
+            services=services,
+            pending_deletions=self.pending.get(namespace, {}),
+            now=self.clock(),
+            unexposed_pods=unexposed,
+        )
+        plan = plan_namespace(state, settings)
+        self.pending[namespace] = plan.pending_deletions
+        owners = {s["metadata"]["name"]: s for s in statefulsets}
+        first_error: ApiError | None = None
+        for action in plan.actions:
+            if not self.is_leader():
+                raise ApiError(0, "NotLeader", "lost the lease while reconciling")
+            try:
+                self.act(action, owners.get(action.statefulset or ""))
+            except ApiError as error:
+                log.warning(
+                    "action failed",
+                    extra={
+                        "fields": {
+                            "action": action.kind,
+                            "namespace": namespace,
+                            "service": action.service,
+                            "error": str(error),
+                        }
+                    },
+                )
+                first_error = first_error or error
+        if first_error is not None:
+            raise first_error
+        return plan.requeue_after
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def act(self, action: Action, owner: Mapping[str, Any] | None) -> None:
+        match action:
+            case Create():
+                self._create(action, owner)
+            case Update():
+                self._update(action, owner)
+            case Replace():
+                self._replace(action, owner)
+            case Delete():
+                self._delete(action, owner)
+            case Wait():
+                log.debug(
+                    action.reason, extra={"fields": {"service": action.service, "due_in": action.delay}}
+                )
+                return
+            case Conflict():
+                self._conflict(action, owner)
+            case ChartLoadBalancer():
+                self._event(owner, "Normal", "ChartLoadBalancer", action.reason)
+            case Unexposed():
+                self._unexposed(action, owner)
+            case ImmutableKept():
+                self._event(owner, "Warning", "ImmutableSettingsChanged", action.reason)
+            case ReportAddress():
+                self._report_address(action, owner)
+        if action.kind in WRITES:
+            self.metrics.actions.labels(action.kind).inc()
+        log.info(
+            action.reason,
+            extra={
+                "fields": {"action": action.kind, "namespace": action.namespace, "service": action.service}
+            },
+        )
+
+    def _event(self, owner: Mapping[str, Any] | None, kind: str, reason: str, message: str) -> None:
+        if owner is None:
+            return
+        metadata = owner.get("metadata") or {}
+        self.events.record(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "StatefulSet",
+                "name": metadata.get("name"),
+                "namespace": metadata.get("namespace"),
+                "uid": metadata.get("uid"),
+            },
+            kind,
+            reason,
+            message,
+        )
+
+    def _create(self, action: Create, owner: Mapping[str, Any] | None) -> None:
+        try:
+            created = self.kube.create(Kube.path("v1", "services", action.namespace), action.desired)
+        except ApiError as error:
+            if error.status == 409:  # a racing replica, or a Service that appeared since we listed
+                raise ApiError(
+                    409, "AlreadyExists", f"{action.service} appeared meanwhile; reading again"
+                ) from None
+            raise
+        self._take_apply_ownership(created)
+        self._event(owner, "Normal", "ServiceCreated", f"Created {action.reason}")
+
+    def _take_apply_ownership(self, service: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Turn the create's field ownership (operation Update) into an apply's, so that a later
+        server-side apply prunes the fields we stop planning (as kubectl's client-side to
+        server-side apply upgrade does). Conditioned on the resourceVersion; best effort."""
+        metadata = service.get("metadata") or {}
+        entries = metadata.get("managedFields") or []
+        converted = [
+            {k: v for k, v in {**e, "operation": "Apply"}.items() if k != "time"}
+            if e.get("manager") == FIELD_MANAGER
+            and e.get("operation") == "Update"
+            and not e.get("subresource")
+            else e
+            for e in entries
+        ]
+        if converted == entries:
+            return service
+        try:
+            return self.kube.json_patch(
+                _service_path(str(metadata.get("namespace")), str(metadata.get("name"))),
+                [
+                    {
+                        "op": "test",
+                        "path": "/metadata/resourceVersion",
+                        "value": metadata.get("resourceVersion"),
+                    },
+                    {"op": "replace", "path": "/metadata/managedFields", "value": converted},
+                ],
+            )
+        except ApiError as error:
+            log.info(
+                "field ownership not converted yet (next reconcile does it)",
+                extra={"fields": {"service": metadata.get("name"), "error": str(error)}},
+            )
+            return service
+
+    def _update(self, action: Update, owner: Mapping[str, Any] | None) -> None:
+        path = _service_path(action.namespace, action.service)
+        version = action.resource_version
+        if action.convert_ownership:
+            current = self.kube.get(path)
+            if current is None or current["metadata"].get("uid") != action.uid:
+                raise ApiError(409, "Conflict", f"{action.service} changed meanwhile; reading again")
+            version = str(self._take_apply_ownership(current)["metadata"].get("resourceVersion"))
+        body = {**action.desired, "metadata": {**action.desired["metadata"], "resourceVersion": version}}
+        # Server-side apply of our fields only, conditioned on the version we planned from (409 if the
+        # Service changed meanwhile, or if it is another object of the same name).
+        self.kube.apply(path, body)
+        self._event(owner, "Normal", "ServiceUpdated", action.reason)
+
+    def _replace(self, action: Replace, owner: Mapping[str, Any] | None) -> None:
+        self._event(owner, "Warning", "ServiceReplaced", action.reason)
+        self.kube.delete(_service_path(action.namespace, action.service), uid=action.uid)
+        try:
+            created = self.kube.create(Kube.path("v1", "services", action.namespace), action.desired)
+        except ApiError as error:
+            if error.status == 409:  # still being deleted (a cloud finalizer): the next reconcile creates
+                raise ApiError(409, "AlreadyExists", f"{action.service} is still being deleted") from None
+            raise
+        self._take_apply_ownership(created)
+
+    def _delete(self, action: Delete, owner: Mapping[str, Any] | None) -> None:
+        if self.kube.delete(_service_path(action.namespace, action.service), uid=action.uid):
+            self._event(
+                owner, "Normal", "ServiceDeleted", f"Deleted Service {action.service}: {action.reason}"
+            )
+
+    def _conflict(self, action: Conflict, owner: Mapping[str, Any] | None) -> None:
+        key = (action.namespace, action.service, action.uid)
+        if key not in self._counted_conflicts:
+            self._counted_conflicts.add(key)
+            self.metrics.conflicts.inc()
+        self._event(owner, "Warning", "ServiceNameConflict", action.reason)
+
+    def _unexposed(self, action: Unexposed, owner: Mapping[str, Any] | None) -> None:
+        """Said once per pod (its uid): a Warning Event on the StatefulSet, a log line, a metric."""
+        if action.pod_uid in self._reported_unexposed:
+            return
+        if len(self._reported_unexposed) >= 10_000:  # pods come and go: keep the memory bounded
+            self._reported_unexposed.clear()
+        self._reported_unexposed.add(action.pod_uid)
+        self.metrics.unexposed.inc()
+        log.warning(action.reason, extra={"fields": {"namespace": action.namespace, "pod": action.pod}})
+        self._event(owner, "Warning", "BrokerNotExposed", action.reason)
+
+    def _report_address(self, action: ReportAddress, owner: Mapping[str, Any] | None) -> None:
+        patch: dict[str, Any] = {"metadata": {"annotations": {LOAD_BALANCER: action.address}}}
+        if action.pod_uid:
+            patch["metadata"]["uid"] = action.pod_uid  # only this pod, not a successor of the same name
+        try:
+            self.kube.merge_patch(Kube.path("v1", "pods", action.namespace, action.pod), patch)
+        except ApiError as error:
+            if error.status in (404, 409, 422):
+                return  # the pod is gone or was replaced: its successor is reconciled on its own
+            raise
+        if action.address:
+            self._event(owner, "Normal", "LoadBalancerAddress", action.reason)
