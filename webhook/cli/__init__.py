@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("webhook.cli.render", "Helm post-renderer: expose the brokers of manifests on stdin"),
     "explain": ("webhook.cli.explain", "show, per broker, what it will advertise or why it is not exposed"),
     "check": ("webhook.cli.check", "evaluate the policy offline on manifests (exit 1 on violations)"),
+    "status": (
+        "webhook.cli.status",
+        "every broker of every opted-in namespace: exposed how, and what needs a person",
+    ),
     "serve": ("webhook.server.process", "run the admission webhook server (gunicorn + Flask, TLS)"),
     "controller": ("webhook.cli.controller", "run the per-broker LoadBalancer controller"),
     "certs": ("webhook.cli.certs", "certificate tooling (generate a CA and a serving certificate)"),
