@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.cluster.test_manifests_cluster import collection
 from tests.support.controlplane import ControlPlane, find_bin_dir
 
 pytestmark = pytest.mark.cluster
@@ -80,6 +81,10 @@ def strings(value: Any) -> list[str]:
     return []
 
 
+def object_path(obj: dict[str, Any]) -> str:
+    return f"{collection(obj)}/{obj['metadata']['name']}"
+
+
 def test_helm_lint_passes() -> None:
     assert "0 chart(s) failed" in helm("lint", str(CHART)).stdout
 
@@ -133,33 +138,14 @@ def test_helm_install_and_uninstall_in_the_real_control_plane(control_plane: Con
     try:
         for obj in expected:
             name = obj["metadata"]["name"]
-            path = _path(obj, namespace)
+            path = object_path(obj)
             answer = session.get(f"{control_plane.api_url}{path}", timeout=30)
             assert answer.status_code == 200, (path, answer.text[:300])
             assert answer.json()["metadata"]["name"] == name
     finally:
         control_plane.helm("uninstall", "kafka-expose", "-n", namespace)
     for obj in expected:
-        answer = session.get(f"{control_plane.api_url}{_path(obj, namespace)}", timeout=30)
+        answer = session.get(
+            f"{control_plane.api_url}{f'{collection(obj)}/{obj['metadata']['name']}'}", timeout=30
+        )
         assert answer.status_code == 404 or answer.json()["metadata"].get("deletionTimestamp"), obj["kind"]
-
-
-CLUSTER_SCOPED = {
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "MutatingWebhookConfiguration",
-    "ValidatingWebhookConfiguration",
-    "ValidatingAdmissionPolicy",
-    "ValidatingAdmissionPolicyBinding",
-}
-
-
-def _path(obj: dict[str, Any], namespace: str) -> str:
-    group_version = obj["apiVersion"]
-    prefix = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
-    kind = obj["kind"].lower()
-    plural = kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
-    name = obj["metadata"]["name"]
-    if obj["kind"] in CLUSTER_SCOPED:
-        return f"{prefix}/{plural}/{name}"
-    return f"{prefix}/namespaces/{namespace}/{plural}/{name}"
