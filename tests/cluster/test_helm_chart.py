@@ -145,7 +145,5 @@ def test_helm_install_and_uninstall_in_the_real_control_plane(control_plane: Con
     finally:
         control_plane.helm("uninstall", "kafka-expose", "-n", namespace)
     for obj in expected:
-        answer = session.get(
-            f"{control_plane.api_url}{f'{collection(obj)}/{obj['metadata']['name']}'}", timeout=30
-        )
+        answer = session.get(f"{control_plane.api_url}{object_path(obj)}", timeout=30)
         assert answer.status_code == 404 or answer.json()["metadata"].get("deletionTimestamp"), obj["kind"]
