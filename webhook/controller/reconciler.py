@@ -15,6 +15,9 @@ from webhook.core.names import EXPOSED_LABEL, FIELD_MANAGER, LOAD_BALANCER
 from webhook.core.overrides import settings_for_namespace
 from webhook.core.reconcile import (
     Action,
+    AnnotationsIgnored,
+    AuditViolation,
+    CapReached,
     ChartLoadBalancer,
     Conflict,
     Create,
@@ -36,6 +39,9 @@ from webhook.kube.client import ApiError, Kube
 from webhook.kube.events import EventRecorder
 
 log = logging.getLogger("kafka_expose.controller")
+
+# How the API server starts a server-side apply's field-manager conflict (structured-merge-diff).
+APPLY_CONFLICT = "Apply failed with"
 
 
 def _service_path(namespace: str, name: str) -> str:
@@ -107,6 +113,7 @@ class Reconciler:
         self.pending: dict[str, dict[str, float]] = {}
         self._counted_conflicts: set[tuple[str, str, str | None]] = set()
         self._reported_unexposed: set[str | None] = set()
+        self._counted: set[tuple[str | None, ...]] = set()
 
     def reconcile(self, namespace: str) -> float | None:
         """Make `namespace` match the plan; the delay after which to look again, if any."""
@@ -171,6 +178,14 @@ class Reconciler:
                 self._event(owner, "Warning", "ImmutableSettingsChanged", action.reason)
             case ReportAddress():
                 self._report_address(action, owner)
+            case CapReached():
+                self._once(("cap", action.namespace, action.service), self.metrics.refused.labels("cap"))
+                self._event(owner, "Warning", "LoadBalancerCapReached", action.reason)
+            case AnnotationsIgnored():
+                self._once(("annotations", action.pod_uid), self.metrics.annotations_ignored)
+                self._event(owner, "Warning", "BrokerAnnotationsIgnored", action.reason)
+            case AuditViolation():
+                self._audit(action)
         if action.kind in WRITES:
             self.metrics.actions.labels(action.kind).inc()
         log.info(
@@ -179,6 +194,15 @@ class Reconciler:
                 "fields": {"action": action.kind, "namespace": action.namespace, "service": action.service}
             },
         )
+
+    def _once(self, key: tuple[str | None, ...], counter: Any) -> None:
+        """Count a reported condition once (it is planned again at every reconcile until it ends)."""
+        if key in self._counted:
+            return
+        if len(self._counted) >= 10_000:  # objects come and go: keep the memory bounded
+            self._counted.clear()
+        self._counted.add(key)
+        counter.inc()
 
     def _event(self, owner: Mapping[str, Any] | None, kind: str, reason: str, message: str) -> None:
         if owner is None:
@@ -205,6 +229,16 @@ class Reconciler:
                 raise ApiError(
                     409, "AlreadyExists", f"{action.service} appeared meanwhile; reading again"
                 ) from None
+            if error.status == 403 and "exceeded quota" in error.message:
+                # A ResourceQuota on services.loadbalancers (issue 15, item 4): said where the team
+                # looks, counted, and retried with the worker's backoff (the quota may be raised).
+                self.metrics.refused.labels("quota").inc()
+                self._event(
+                    owner,
+                    "Warning",
+                    "LoadBalancerQuotaExceeded",
+                    f"Service {action.service} was refused by a ResourceQuota: {error.message}",
+                )
             raise
         self._take_apply_ownership(created)
         self._event(owner, "Normal", "ServiceCreated", f"Created {action.reason}")
@@ -254,8 +288,22 @@ class Reconciler:
             version = str(self._take_apply_ownership(current)["metadata"].get("resourceVersion"))
         body = {**action.desired, "metadata": {**action.desired["metadata"], "resourceVersion": version}}
         # Server-side apply of our fields only, conditioned on the version we planned from (409 if the
-        # Service changed meanwhile, or if it is another object of the same name).
-        self.kube.apply(path, body)
+        # Service changed meanwhile, or if it is another object of the same name). Never forced: a
+        # field another manager took over is reported, not taken back (issue 15, item 5).
+        try:
+            self.kube.apply(path, body, force=False)
+        except ApiError as error:
+            if error.status == 409 and APPLY_CONFLICT in error.message:
+                self._once(("fields", action.uid, action.resource_version), self.metrics.field_conflicts)
+                self._event(
+                    owner,
+                    "Warning",
+                    "ServiceFieldConflict",
+                    f"Service {action.service} not updated: fields kafka-expose sets are now owned by "
+                    f"another field manager ({error.message}); {action.reason}",
+                )
+                return
+            raise
         self._event(owner, "Normal", "ServiceUpdated", action.reason)
 
     def _replace(self, action: Replace, owner: Mapping[str, Any] | None) -> None:
@@ -292,6 +340,24 @@ class Reconciler:
         self.metrics.unexposed.inc()
         log.warning(action.reason, extra={"fields": {"namespace": action.namespace, "pod": action.pod}})
         self._event(owner, "Warning", "BrokerNotExposed", action.reason)
+
+    def _audit(self, action: AuditViolation) -> None:
+        """Report on the Service itself (its team sees it with kubectl describe); repair if asked."""
+        involved: dict[str, Any] = {"apiVersion": "v1", "kind": "Service", "name": action.service}
+        involved |= {"namespace": action.namespace, "uid": action.uid}
+        for rule in action.rules:
+            self._once(("audit", action.uid, rule), self.metrics.audit_violations.labels(rule))
+        if not action.repair:
+            self.events.record(involved, "Warning", "PolicyViolation", action.reason)
+            return
+        try:
+            self.kube.json_patch(_service_path(action.namespace, action.service), action.repair)
+        except ApiError as error:
+            if error.status in (404, 409, 422):  # changed or gone since we listed: audited again
+                return
+            raise
+        self.metrics.audit_repairs.inc()
+        self.events.record(involved, "Warning", "PolicyViolationRepaired", f"Repaired: {action.reason}")
 
     def _report_address(self, action: ReportAddress, owner: Mapping[str, Any] | None) -> None:
         patch: dict[str, Any] = {"metadata": {"annotations": {LOAD_BALANCER: action.address}}}
