@@ -26,6 +26,7 @@ from webhook.core.reconcile import (
     Update,
     annotations_of,
     chart_load_balancer,
+    controlling_statefulset,
     load_balancer_address,
     name_of,
     plan_from_pod,
@@ -86,9 +87,10 @@ def namespace_status(state: NamespaceState, settings: Settings) -> list[BrokerSt
             pending.setdefault(action.service, []).append(f"{action.kind}: {action.reason}")
     rows: list[BrokerStatus] = []
     for pod in state.pods:
-        broker = plan_from_pod(pod, settings, state.namespace)
+        owner = controlling_statefulset(pod, state.statefulsets)
+        broker = plan_from_pod(pod, owner, settings, state.namespace) if owner is not None else None
         if broker is None:
-            continue
+            continue  # not a broker of a StatefulSet here: the controller gives it nothing either
         chart = chart_load_balancer(state.services, broker.pod)
         service_name = name_of(chart) if chart is not None else broker.service_name  # the chart's own
         rows.append(_row(state.namespace, name_of(pod), broker.advertised, services.get(service_name),
