@@ -57,6 +57,37 @@ class Metrics:
             ["action"],
             registry=self.registry,
         )
+        self.refused = Counter(
+            "kafka_expose_controller_load_balancers_refused",
+            "Broker Services not created: reason cap (policy.maxLoadBalancersPerNamespace, once per "
+            "Service) or quota (a ResourceQuota refused the create, each attempt).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.field_conflicts = Counter(
+            "kafka_expose_controller_field_conflicts",
+            "Updates not applied because another field manager owns a field kafka-expose sets.",
+            registry=self.registry,
+        )
+        self.annotations_ignored = Counter(
+            "kafka_expose_controller_annotations_ignored",
+            "Broker pods whose kafka-expose annotations disagree with the derived plan (once per pod).",
+            registry=self.registry,
+        )
+        self.audit_violations = Counter(
+            "kafka_expose_controller_audit_violations",
+            "Policy violations the audit found on Services kafka-expose did not create, by rule "
+            "(once per Service and rule).",
+            ["rule"],
+            registry=self.registry,
+        )
+        self.audit_repairs = Counter(
+            "kafka_expose_controller_audit_repairs",
+            "Non-compliant Services the audit repaired (controller.audit.repair).",
+            registry=self.registry,
+        )
+        for reason in ("cap", "quota"):
+            self.refused.labels(reason)
         for kind in WRITES:
             self.actions.labels(kind)
 

@@ -11,18 +11,15 @@ from typing import Any
 
 from webhook.config import SettingsStore
 from webhook.controller.metrics import WRITES, Metrics
-from webhook.core.names import (
-    CERT_MANAGER_VERSION,
-    EXPOSED_LABEL,
-    FIELD_MANAGER,
-    LOAD_BALANCER,
-    MANAGED_BY_VALUE,
-    OWNED_LABEL,
-)
+from webhook.core.names import CERT_MANAGER_VERSION, EXPOSED_LABEL, FIELD_MANAGER, LOAD_BALANCER
 from webhook.core.overrides import settings_for_namespace
 from webhook.core.reconcile import (
     Action,
+    AnnotationsIgnored,
     ApplyCertificate,
+    AuditViolation,
+    CapReached,
+    CertificateConflict,
     ChartLoadBalancer,
     Conflict,
     Create,
@@ -40,10 +37,14 @@ from webhook.core.reconcile import (
     unexposed_pod_selectors,
 )
 from webhook.core.services import is_managed
+from webhook.core.settings import Settings
 from webhook.kube.client import ApiError, Kube
 from webhook.kube.events import EventRecorder
 
 log = logging.getLogger("kafka_expose.controller")
+
+# How the API server starts a server-side apply's field-manager conflict (structured-merge-diff).
+APPLY_CONFLICT = "Apply failed with"
 
 
 def _service_path(namespace: str, name: str) -> str:
@@ -52,6 +53,65 @@ def _service_path(namespace: str, name: str) -> str:
 
 def _certificate_path(namespace: str, name: str | None = None) -> str:
     return Kube.path(CERT_MANAGER_VERSION, "certificates", namespace, name)
+
+
+def _certificates(kube: Kube, namespace: str, tls_enabled: bool) -> list[dict[str, Any]]:
+    """The namespace's cert-manager Certificates; none when cert-manager is not installed and TLS is
+    off (with TLS on its absence is an error: the brokers wait for their Secret)."""
+    try:
+        found, _ = kube.list_all(_certificate_path(namespace))
+    except ApiError as error:
+        if error.status == 404 and not tls_enabled:
+            return []
+        raise
+    return found
+
+
+def observe(
+    kube: Kube,
+    namespace: str,
+    platform: Settings,
+    pending_deletions: Mapping[str, float],
+    now: float,
+) -> tuple[NamespaceState, Settings] | None:
+    """Read one namespace fresh: what the planner needs, and the namespace's effective settings.
+    None when there is nothing to reconcile (gone or going, or not opted in and nothing of ours).
+    `kafka-expose status` reads the same way, so it reports what the controller would do."""
+    namespace_obj = kube.get(Kube.path("v1", "namespaces", name=namespace))
+    if namespace_obj is None or (namespace_obj.get("metadata") or {}).get("deletionTimestamp"):
+        return None  # gone or going: the namespace controller deletes what is in it
+    # The namespace's allowed overrides (kafka-expose.io/cloud, .../domain), as the webhook applies
+    # them to its pods; a refused one keeps the platform default (the webhook warns about it).
+    annotations = (namespace_obj.get("metadata") or {}).get("annotations")
+    settings, _refused = settings_for_namespace(
+        platform, annotations if isinstance(annotations, dict) else None, namespace
+    )
+    opted_in = is_opted_in(namespace_obj)
+    services, _ = kube.list_all(Kube.path("v1", "services", namespace))
+    if not opted_in and not any(is_managed(s) for s in services):
+        return None
+    pods, _ = kube.list_all(Kube.path("v1", "pods", namespace), label_selector=f"{EXPOSED_LABEL}=true")
+    statefulsets, _ = kube.list_all(Kube.path("apps/v1", "statefulsets", namespace))
+    unexposed: list[dict[str, Any]] = []
+    if opted_in:  # only broker StatefulSets' pods, so unrelated pods never reach this process
+        for selector in unexposed_pod_selectors(statefulsets, settings, namespace).values():
+            found, _ = kube.list_all(Kube.path("v1", "pods", namespace), label_selector=selector)
+            unexposed.extend(found)
+    certificates = (
+        _certificates(kube, namespace, settings.tls.enabled) if opted_in or settings.tls.enabled else []
+    )
+    state = NamespaceState(
+        namespace=namespace,
+        opted_in=opted_in,
+        pods=pods,
+        statefulsets=statefulsets,
+        services=services,
+        pending_deletions=pending_deletions,
+        now=now,
+        unexposed_pods=unexposed,
+        certificates=certificates,
+    )
+    return state, settings
 
 
 class Reconciler:
@@ -76,45 +136,18 @@ class Reconciler:
         self.pending: dict[str, dict[str, float]] = {}
         self._counted_conflicts: set[tuple[str, str, str | None]] = set()
         self._reported_unexposed: set[str | None] = set()
+        self._counted: set[tuple[str | None, ...]] = set()
 
     def reconcile(self, namespace: str) -> float | None:
         """Make `namespace` match the plan; the delay after which to look again, if any."""
-        namespace_obj = self.kube.get(Kube.path("v1", "namespaces", name=namespace))
-        if namespace_obj is None or (namespace_obj.get("metadata") or {}).get("deletionTimestamp"):
-            self.pending.pop(namespace, None)
-            return None  # gone or going: the namespace controller deletes what is in it
-        # The namespace's allowed overrides (kafka-expose.io/cloud, .../domain), as the webhook applies
-        # them to its pods; a refused one keeps the platform default (the webhook warns about it).
-        annotations = (namespace_obj.get("metadata") or {}).get("annotations")
-        settings, _refused = settings_for_namespace(
-            self.settings.settings, annotations if isinstance(annotations, dict) else None, namespace
+        observed = observe(
+            self.kube, namespace, self.settings.settings, self.pending.get(namespace, {}), self.clock()
         )
-        opted_in = is_opted_in(namespace_obj)
-        services, _ = self.kube.list_all(Kube.path("v1", "services", namespace))
-        if not opted_in and not any(is_managed(s) for s in services):
+        if observed is None:
             self.pending.pop(namespace, None)
             return None
-        pods, _ = self.kube.list_all(
-            Kube.path("v1", "pods", namespace), label_selector=f"{EXPOSED_LABEL}=true"
-        )
-        statefulsets, _ = self.kube.list_all(Kube.path("apps/v1", "statefulsets", namespace))
-        unexposed: list[dict[str, Any]] = []
-        if opted_in:  # only broker StatefulSets' pods, so unrelated pods never reach this process
-            for selector in unexposed_pod_selectors(statefulsets, settings, namespace).values():
-                found, _ = self.kube.list_all(Kube.path("v1", "pods", namespace), label_selector=selector)
-                unexposed.extend(found)
-        certificates = self._certificates(namespace, settings.tls.enabled)
-        state = NamespaceState(
-            namespace=namespace,
-            opted_in=opted_in,
-            pods=pods,
-            statefulsets=statefulsets,
-            services=services,
-            pending_deletions=self.pending.get(namespace, {}),
-            now=self.clock(),
-            unexposed_pods=unexposed,
-            certificates=certificates,
-        )
+        state, settings = observed
+        statefulsets = state.statefulsets
         plan = plan_namespace(state, settings)
         self.pending[namespace] = plan.pending_deletions
         owners = {s["metadata"]["name"]: s for s in statefulsets}
@@ -168,11 +201,21 @@ class Reconciler:
                 self._event(owner, "Warning", "ImmutableSettingsChanged", action.reason)
             case ReportAddress():
                 self._report_address(action, owner)
+            case CapReached():
+                self._once(("cap", action.namespace, action.service), self.metrics.refused.labels("cap"))
+                self._event(owner, "Warning", "LoadBalancerCapReached", action.reason)
+            case AnnotationsIgnored():
+                self._once(("annotations", action.pod_uid), self.metrics.annotations_ignored)
+                self._event(owner, "Warning", "BrokerAnnotationsIgnored", action.reason)
+            case AuditViolation():
+                self._audit(action)
             case ApplyCertificate():
                 self._apply_certificate(action, owner)
             case DeleteCertificate():
                 if self.kube.delete(_certificate_path(action.namespace, action.service), uid=action.uid):
-                    self._event(owner, "Normal", "CertificateDeleted", f"Deleted {action.reason}")
+                    self._event(owner, "Normal", "CertificateDeleted", f"Deleted: {action.reason}")
+            case CertificateConflict():
+                self._event(owner, "Warning", "CertificateNameConflict", action.reason)
         if action.kind in WRITES:
             self.metrics.actions.labels(action.kind).inc()
         log.info(
@@ -181,6 +224,15 @@ class Reconciler:
                 "fields": {"action": action.kind, "namespace": action.namespace, "service": action.service}
             },
         )
+
+    def _once(self, key: tuple[str | None, ...], counter: Any) -> None:
+        """Count a reported condition once (it is planned again at every reconcile until it ends)."""
+        if key in self._counted:
+            return
+        if len(self._counted) >= 10_000:  # objects come and go: keep the memory bounded
+            self._counted.clear()
+        self._counted.add(key)
+        counter.inc()
 
     def _event(self, owner: Mapping[str, Any] | None, kind: str, reason: str, message: str) -> None:
         if owner is None:
@@ -207,6 +259,16 @@ class Reconciler:
                 raise ApiError(
                     409, "AlreadyExists", f"{action.service} appeared meanwhile; reading again"
                 ) from None
+            if error.status == 403 and "exceeded quota" in error.message:
+                # A ResourceQuota on services.loadbalancers (issue 15, item 4): said where the team
+                # looks, counted, and retried with the worker's backoff (the quota may be raised).
+                self.metrics.refused.labels("quota").inc()
+                self._event(
+                    owner,
+                    "Warning",
+                    "LoadBalancerQuotaExceeded",
+                    f"Service {action.service} was refused by a ResourceQuota: {error.message}",
+                )
             raise
         self._take_apply_ownership(created)
         self._event(owner, "Normal", "ServiceCreated", f"Created {action.reason}")
@@ -256,8 +318,22 @@ class Reconciler:
             version = str(self._take_apply_ownership(current)["metadata"].get("resourceVersion"))
         body = {**action.desired, "metadata": {**action.desired["metadata"], "resourceVersion": version}}
         # Server-side apply of our fields only, conditioned on the version we planned from (409 if the
-        # Service changed meanwhile, or if it is another object of the same name).
-        self.kube.apply(path, body)
+        # Service changed meanwhile, or if it is another object of the same name). Never forced: a
+        # field another manager took over is reported, not taken back (issue 15, item 5).
+        try:
+            self.kube.apply(path, body, force=False)
+        except ApiError as error:
+            if error.status == 409 and APPLY_CONFLICT in error.message:
+                self._once(("fields", action.uid, action.resource_version), self.metrics.field_conflicts)
+                self._event(
+                    owner,
+                    "Warning",
+                    "ServiceFieldConflict",
+                    f"Service {action.service} not updated: fields kafka-expose sets are now owned by "
+                    f"another field manager ({error.message}); {action.reason}",
+                )
+                return
+            raise
         self._event(owner, "Normal", "ServiceUpdated", action.reason)
 
     def _replace(self, action: Replace, owner: Mapping[str, Any] | None) -> None:
@@ -295,6 +371,24 @@ class Reconciler:
         log.warning(action.reason, extra={"fields": {"namespace": action.namespace, "pod": action.pod}})
         self._event(owner, "Warning", "BrokerNotExposed", action.reason)
 
+    def _audit(self, action: AuditViolation) -> None:
+        """Report on the Service itself (its team sees it with kubectl describe); repair if asked."""
+        involved: dict[str, Any] = {"apiVersion": "v1", "kind": "Service", "name": action.service}
+        involved |= {"namespace": action.namespace, "uid": action.uid}
+        for rule in action.rules:
+            self._once(("audit", action.uid, rule), self.metrics.audit_violations.labels(rule))
+        if not action.repair:
+            self.events.record(involved, "Warning", "PolicyViolation", action.reason)
+            return
+        try:
+            self.kube.json_patch(_service_path(action.namespace, action.service), action.repair)
+        except ApiError as error:
+            if error.status in (404, 409, 422):  # changed or gone since we listed: audited again
+                return
+            raise
+        self.metrics.audit_repairs.inc()
+        self.events.record(involved, "Warning", "PolicyViolationRepaired", f"Repaired: {action.reason}")
+
     def _report_address(self, action: ReportAddress, owner: Mapping[str, Any] | None) -> None:
         patch: dict[str, Any] = {"metadata": {"annotations": {LOAD_BALANCER: action.address}}}
         if action.pod_uid:
@@ -308,22 +402,8 @@ class Reconciler:
         if action.address:
             self._event(owner, "Normal", "LoadBalancerAddress", action.reason)
 
-    # -- encrypted external listeners (cert-manager Certificates) ----------------------------------
-
-    def _certificates(self, namespace: str, tls_enabled: bool) -> list[dict[str, Any]]:
-        """Our Certificates in the namespace; none when cert-manager is not installed (TLS off: its
-        absence is fine; TLS on: the error says so, and the brokers keep waiting for their Secret)."""
-        try:
-            found, _ = self.kube.list_all(
-                _certificate_path(namespace), label_selector=f"{OWNED_LABEL}={MANAGED_BY_VALUE}"
-            )
-        except ApiError as error:
-            if error.status == 404 and not tls_enabled:
-                return []
-            raise
-        return found
-
     def _apply_certificate(self, action: ApplyCertificate, owner: Mapping[str, Any] | None) -> None:
+        """The cert-manager Certificate of a broker StatefulSet (encrypted external listeners)."""
         if action.password_secret is not None:
             try:  # create only: never read nor overwrite a Secret
                 self.kube.create(Kube.path("v1", "secrets", action.namespace), action.password_secret)

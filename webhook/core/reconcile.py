@@ -22,29 +22,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from webhook.core import policy
 from webhook.core.certificates import certificate_name, planned_objects
 from webhook.core.clouds import IMMUTABLE_ANNOTATIONS
 from webhook.core.decision import BrokerPlan
-from webhook.core.expose import NotExposed, mutate, pod_identity
-from webhook.core.hosts import HostError, check_dns_name, split_pod_name
+from webhook.core.expose import mutate
+from webhook.core.hosts import split_pod_name
 from webhook.core.names import (
     ADVERTISED,
     CERTIFICATE,
     CONTAINER_PORT,
     CREATED_WITH,
     EXPOSED_LABEL,
+    EXTERNAL_DNS,
     FIELD_MANAGER,
-    FLAVOR,
     LOAD_BALANCER,
     OPT_IN_LABEL,
     OPT_IN_VALUE,
+    POD_INDEX_LABEL,
     POD_LABEL,
-    SECURITY_PROTOCOL,
-    SECURITY_PROTOCOLS,
     SERVICE,
-    STATEFULSET_LABEL,
+    STS_POD_NAME_LABEL,
 )
-from webhook.core.podspec import ShapeError, copy_json
+from webhook.core.podspec import copy_json
 from webhook.core.services import broker_service, is_managed, selected_broker
 from webhook.core.settings import Settings
 
@@ -155,6 +155,36 @@ class ReportAddress(_Action):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CapReached(_Action):
+    """Creating the slot's Service would take the namespace over `maxLoadBalancersPerNamespace`:
+    nothing is created; report."""
+
+    kind: ClassVar[str] = "cap-reached"
+    pod: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditViolation(_Action):
+    """A Service kafka-expose did not create breaks the policy (the audit): report, and `repair`
+    (when the settings say so) with these JSON patch operations."""
+
+    kind: ClassVar[str] = "audit-violation"
+    uid: str | None
+    rules: tuple[str, ...]
+    repair: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnnotationsIgnored(_Action):
+    """A broker pod's kafka-expose annotations disagree with what its identity and the settings
+    derive (forged, edited, or older settings): the derived plan is followed; report."""
+
+    kind: ClassVar[str] = "annotations-ignored"
+    pod: str
+    pod_uid: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Unexposed(_Action):
     """A broker pod was admitted without kafka-expose (webhook unreachable): report."""
 
@@ -176,10 +206,17 @@ class ApplyCertificate(_Action):
 
 @dataclass(frozen=True, kw_only=True)
 class DeleteCertificate(_Action):
-    """A Certificate kafka-expose made that no broker serves any more (TLS off, opted out)."""
+    """A Certificate kafka-expose made (owned by its StatefulSet) that no broker serves any more."""
 
     kind: ClassVar[str] = "delete-certificate"
     uid: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateConflict(_Action):
+    """The Certificate's name is taken by one kafka-expose did not make: left alone, reported."""
+
+    kind: ClassVar[str] = "certificate-conflict"
 
 
 Action = (
@@ -192,9 +229,13 @@ Action = (
     | ChartLoadBalancer
     | ImmutableKept
     | ReportAddress
+    | CapReached
+    | AuditViolation
+    | AnnotationsIgnored
     | Unexposed
     | ApplyCertificate
     | DeleteCertificate
+    | CertificateConflict
 )
 A = TypeVar("A", bound=_Action)
 
@@ -212,8 +253,7 @@ class NamespaceState:
     now: float = 0.0
     # pods matched by unexposed_pod_selectors: broker pods without the exposed label
     unexposed_pods: Sequence[Mapping[str, Any]] = ()
-    # cert-manager Certificates labelled kafka-expose.io/managed-by=kafka-expose
-    certificates: Sequence[Mapping[str, Any]] = ()
+    certificates: Sequence[Mapping[str, Any]] = ()  # every cert-manager Certificate of the namespace
 
 
 @dataclass(frozen=True)
@@ -302,83 +342,83 @@ def load_balancer_address(service: Mapping[str, Any]) -> str | None:
 
 
 # ------------------------------------------------------------------------------- plan from the pod
+# Pod labels, annotations, ownerReferences and names are written by whoever may create pods in the
+# namespace (issue 15, item 1): none is authority. A broker's names come only from the settings (the
+# namespace's effective ones) and the pod's identity, and only for a pod a real StatefulSet controls.
+
+
+def controlling_statefulset(
+    pod: Mapping[str, Any], statefulsets: Sequence[Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """The StatefulSet of `statefulsets` (the pod's namespace's, as listed) that controls the pod: its
+    ownerReference with `controller: true` names a StatefulSet whose uid and name match."""
+    for ref in _meta(pod).get("ownerReferences") or []:
+        if not isinstance(ref, dict) or ref.get("controller") is not True:
+            continue
+        if ref.get("kind") != "StatefulSet" or not _in_apps(ref.get("apiVersion")):
+            return None
+        return next(
+            (s for s in statefulsets if uid_of(s) == ref.get("uid") and name_of(s) == ref.get("name")), None
+        )
+    return None
 
 
 def plan_from_pod(
-    pod: Mapping[str, Any], settings: Settings | None = None, namespace: str | None = None
+    pod: Mapping[str, Any], owner: Mapping[str, Any], settings: Settings, namespace: str
 ) -> BrokerPlan | None:
-    """The exposure plan of a pod the webhook exposed, or None.
+    """The exposure plan of a broker pod of `owner` (its controlling StatefulSet), or None.
 
-    First from what the webhook recorded on the pod (`kafka-expose.io/advertised`, `.../service`,
-    `.../container-port`): that is what the broker really advertises and listens on, even after the
-    settings changed. A pod created from a template exposed by `render` has the label but not those
-    annotations: its plan is recomputed with the core (idempotent on an exposed pod).
-    """
+    Derived as the webhook derives it (`mutate`, idempotent on an exposed pod): a broker by the
+    webhook's own rules, its host and Service name from the settings and its identity (namespace,
+    StatefulSet, ordinal). The pod's name must be `<statefulset>-<ordinal>` for an ordinal of the
+    StatefulSet, its pod-index label (if any) that ordinal, and its container must have the port
+    kafka-expose named, with the number planned. What the webhook recorded in annotations is never
+    read here (see `recorded_differences`)."""
     if labels_of(pod).get(EXPOSED_LABEL) != "true":
         return None
-    ns = namespace or _meta(pod).get("namespace") or "default"
-    if not isinstance(ns, str):
+    name, sts = name_of(pod), name_of(owner)
+    parts = split_pod_name(name)
+    if parts is None or parts[0] != sts or parts[1] not in ordinals_of(owner):
+        return None
+    index = labels_of(pod).get(POD_INDEX_LABEL)
+    if index is not None and index != str(parts[1]):
         return None
     try:
-        identity = pod_identity(pod, ns)
-    except (NotExposed, ShapeError):
+        decision = mutate({**pod, "kind": "Pod"}, settings, namespace)  # items of a list carry no kind
+    except Exception:  # the core answers malformed objects itself; never let one stop the others
         return None
-    if identity is None or identity.pod is None:
+    plan = decision.plans[0] if decision.plans else None
+    if plan is None or (plan.statefulset, plan.ordinal, plan.pod) != (sts, parts[1], name):
         return None
-    recorded = _plan_from_annotations(pod, identity.pod, ns, identity.statefulset, identity.ordinal)
-    if recorded is not None or settings is None:
-        return recorded
-    decision = mutate({**pod, "kind": "Pod"}, settings, ns)  # items of a list carry no kind
-    return decision.plans[0] if decision.plans else None
+    if not _has_port(pod, plan.container_port_name, plan.container_port):
+        return None  # the broker does not listen where the Service would send clients
+    return plan
 
 
-def _plan_from_annotations(
-    pod: Mapping[str, Any], name: str, namespace: str, statefulset: str, ordinal: int | None
-) -> BrokerPlan | None:
-    annotations = annotations_of(pod)
-    advertised = annotations.get(ADVERTISED, "")
-    service = annotations.get(SERVICE, "")
-    container_port_text = annotations.get(CONTAINER_PORT, "")
-    listener, sep, rest = advertised.partition("://")
-    host, colon, port_text = rest.rpartition(":")
-    if not (sep and colon and listener and service and port_text.isdigit() and container_port_text.isdigit()):
-        return None
-    try:
-        check_dns_name(host)
-    except HostError:
-        return None
-    container_port = int(container_port_text)
-    protocol = annotations.get(SECURITY_PROTOCOL)
-    return BrokerPlan(
-        pod=name,
-        namespace=namespace,
-        statefulset=statefulset,
-        ordinal=ordinal,
-        flavor=annotations.get(FLAVOR, ""),
-        listener_name=listener,
-        host=host,
-        advertised_port=int(port_text),
-        container_port=container_port,
-        container_port_name=_port_name(pod, container_port, listener),
-        security_protocol=protocol if protocol in SECURITY_PROTOCOLS else None,
-        service_name=service,
-    )
-
-
-def _port_name(pod: Mapping[str, Any], container_port: int, listener: str) -> str:
-    """The name the webhook gave the container port (engine.port_name of the listener it used)."""
+def _has_port(pod: Mapping[str, Any], port_name: str, number: int) -> bool:
     containers = _spec(pod).get("containers")
     for container in containers if isinstance(containers, list) else []:
         ports = container.get("ports") if isinstance(container, dict) else None
         for entry in ports if isinstance(ports, list) else []:
-            if (
-                isinstance(entry, dict)
-                and entry.get("containerPort") == container_port
-                and isinstance(entry.get("name"), str)
-                and entry["name"]
-            ):
-                return str(entry["name"])
-    return listener.lower().replace("_", "-")[:15]
+            if isinstance(entry, dict) and entry.get("name") == port_name:
+                return bool(entry.get("containerPort") == number)
+    return False
+
+
+def recorded_differences(pod: Mapping[str, Any], plan: BrokerPlan) -> list[str]:
+    """Where the pod's kafka-expose annotations disagree with the derived plan (forged or edited, or
+    the settings changed since the pod was admitted): said to the user, never followed."""
+    annotations = annotations_of(pod)
+    recorded = {
+        ADVERTISED: plan.advertised,
+        SERVICE: plan.service_name,
+        CONTAINER_PORT: str(plan.container_port),
+    }
+    return [
+        f"{key}={annotations[key]!r} (derived: {value!r})"
+        for key, value in recorded.items()
+        if key in annotations and annotations[key] != value
+    ]
 
 
 # ------------------------------------------------------------------------------- desired Services
@@ -560,11 +600,32 @@ def drift(desired: Mapping[str, Any], observed: Mapping[str, Any], manager: str 
 # --------------------------------------------------------------------------------------- planning
 
 
-def _owner_uid(pod: Mapping[str, Any]) -> str | None:
-    for ref in _meta(pod).get("ownerReferences") or []:
-        if isinstance(ref, dict) and ref.get("kind") == "StatefulSet":
-            uid = ref.get("uid")
-            return uid if isinstance(uid, str) else None
+def _in_apps(api_version: Any) -> bool:
+    """apps/v1, as the API server writes it (old manifests' apps/v1beta* name the same objects)."""
+    return isinstance(api_version, str) and api_version.startswith("apps/")
+
+
+def proven_owner(
+    service: Mapping[str, Any], statefulsets: Sequence[Mapping[str, Any]], manager: str = FIELD_MANAGER
+) -> Mapping[str, Any] | None:
+    """The StatefulSet a Service was created for, when there is positive proof that kafka-expose
+    created it (issue 15, item 5: a label is no proof, anyone may set it): type LoadBalancer, the
+    created-with record, fields owned by kafka-expose's field manager, and an ownerReference to a
+    StatefulSet of `statefulsets` (the Service's namespace's) by uid. Only such a Service is ever
+    updated, replaced or deleted."""
+    if not is_managed(service) or _spec(service).get("type") != "LoadBalancer":
+        return None
+    if CREATED_WITH not in annotations_of(service):
+        return None
+    entries = _meta(service).get("managedFields")
+    if not any(isinstance(e, dict) and e.get("manager") == manager for e in entries or []):
+        return None
+    by_uid = {uid_of(s): s for s in statefulsets if uid_of(s)}
+    for ref in _meta(service).get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("kind") == "StatefulSet" and _in_apps(ref.get("apiVersion")):
+            owner = by_uid.get(ref.get("uid") if isinstance(ref.get("uid"), str) else None)
+            if owner is not None and name_of(owner) == ref.get("name"):
+                return owner
     return None
 
 
@@ -612,11 +673,10 @@ def unexposed_pod_selectors(
 
 def _unexposed(state: NamespaceState, statefulsets: Mapping[str, Mapping[str, Any]]) -> list[Unexposed]:
     actions = []
-    by_uid = {uid_of(s): s for s in statefulsets.values() if uid_of(s)}
     for pod in sorted(state.unexposed_pods, key=name_of):
         if _meta(pod).get("deletionTimestamp") or labels_of(pod).get(EXPOSED_LABEL) == "true":
             continue
-        owner = by_uid.get(_owner_uid(pod))
+        owner = controlling_statefulset(pod, list(statefulsets.values()))
         if owner is None:
             continue
         name, sts = name_of(pod), name_of(owner)
@@ -648,15 +708,26 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
     claimed: dict[str, str] = {}  # planned Service name -> pod
 
     for pod in sorted(state.pods, key=name_of):
-        plan = plan_from_pod(pod, settings, ns)
-        if plan is None or plan.statefulset is None or plan.ordinal is None or not plan.service_name:
+        # No controlling StatefulSet (gone, replaced, or a forged ownerReference), not a broker by the
+        # webhook's rules, or an ordinal being scaled away: nothing for this pod.
+        owner = controlling_statefulset(pod, state.statefulsets)
+        plan = plan_from_pod(pod, owner, settings, ns) if owner is not None else None
+        if owner is None or plan is None or plan.ordinal is None or not plan.service_name:
             continue
-        owner = statefulsets.get(plan.statefulset)
-        if owner is None or (_owner_uid(pod) not in (None, uid_of(owner))):
-            continue  # the StatefulSet is gone (the garbage collector follows) or was replaced
-        if plan.ordinal not in ordinals_of(owner):
-            continue  # being scaled away
-        sts = plan.statefulset
+        sts = name_of(owner)
+        if (differences := recorded_differences(pod, plan)) and not _meta(pod).get("deletionTimestamp"):
+            reports.append(
+                AnnotationsIgnored(
+                    namespace=ns,
+                    service=plan.service_name,
+                    reason=f"broker pod {plan.pod}'s kafka-expose annotations are not followed: "
+                    f"{'; '.join(differences)}; its Service publishes {plan.host} (delete the pod to have "
+                    "it advertise that name again)",
+                    statefulset=sts,
+                    pod=plan.pod,
+                    pod_uid=uid_of(pod),
+                )
+            )
         if plan.service_name in claimed:
             applies.append(
                 Conflict(
@@ -671,6 +742,8 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
         claimed[plan.service_name] = plan.pod
         slots[(sts, plan.ordinal)] = plan.service_name
         existing = by_name.get(plan.service_name)
+        existing_owner = proven_owner(existing, state.statefulsets) if existing is not None else None
+        ours = existing_owner is not None
         target: Mapping[str, Any] | None = None  # the load balancer of this broker, if any
 
         if existing is not None and _meta(existing).get("deletionTimestamp"):
@@ -678,10 +751,8 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
         if not state.opted_in:
             # Nothing is created or repaired; a Service kept on opt-out still reports its address.
             keep = settings.controller.keep_on_opt_out
-            target = existing if existing is not None and is_managed(existing) and keep else None
-        elif (chart := chart_load_balancer(state.services, plan.pod)) is not None and (
-            existing is None or not is_managed(existing)
-        ):
+            target = existing if ours and keep else None
+        elif (chart := chart_load_balancer(state.services, plan.pod)) is not None and not ours:
             # The chart has its own LoadBalancer for this broker (often under the very name we plan).
             target = chart
             applies.append(
@@ -694,19 +765,21 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
                     uid=uid_of(chart),
                 )
             )
-        elif existing is not None and not is_managed(existing):
+        elif existing is not None and not ours:
             applies.append(
                 Conflict(
                     namespace=ns,
                     service=plan.service_name,
-                    reason=f"Service {plan.service_name} already exists and was not created by kafka-expose: "
-                    f"left as it is, broker {plan.pod} gets no load balancer from kafka-expose",
+                    reason=f"Service {plan.service_name} already exists and was not created by kafka-expose "
+                    "(no ownerReference to a StatefulSet here, created-with record and kafka-expose "
+                    f"field ownership on a LoadBalancer): left as it is, broker {plan.pod} gets no load "
+                    "balancer from kafka-expose; delete it to have kafka-expose create its own",
                     statefulset=sts,
                     uid=uid_of(existing),
                 )
             )
         elif existing is not None and (
-            labels_of(existing).get(STATEFULSET_LABEL, sts) != sts
+            uid_of(existing_owner or {}) != uid_of(owner)
             or labels_of(existing).get(POD_LABEL, plan.pod) != plan.pod
         ):
             applies.append(
@@ -754,13 +827,13 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
     grace = settings.controller.scale_down_grace_seconds
     for service in sorted(state.services, key=name_of):
         name = name_of(service)
-        if not is_managed(service) or _meta(service).get("deletionTimestamp"):
-            continue
+        owner = proven_owner(service, state.statefulsets)
+        if owner is None or _meta(service).get("deletionTimestamp"):
+            continue  # not provably ours (never touched), or a StatefulSet gone: the garbage collector's
         labels = labels_of(service)
-        sts_name = labels.get(STATEFULSET_LABEL)
+        sts_name = name_of(owner)
         parts = split_pod_name(labels.get(POD_LABEL, ""))
-        owner = statefulsets.get(sts_name) if sts_name else None
-        event_to, uid = (sts_name if owner else None), uid_of(service)
+        event_to, uid = sts_name, uid_of(service)
         if not state.opted_in:
             if not settings.controller.keep_on_opt_out:
                 removals.append(
@@ -777,11 +850,7 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
             continue
         reason: str | None = None
         immediate = False
-        if owner is None:
-            if _meta(service).get("ownerReferences"):
-                continue  # the StatefulSet was deleted: the garbage collector removes its Services
-            reason = f"StatefulSet {sts_name} no longer exists"
-        elif parts is None or parts[0] != sts_name:
+        if parts is None or parts[0] != sts_name:
             continue  # not one of our slot Services; never guess
         elif parts[1] not in ordinals_of(owner):
             reason = f"StatefulSet {sts_name} was scaled down to {replicas_of(owner)}"
@@ -800,64 +869,188 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
                 Wait(namespace=ns, service=name, reason=reason, statefulset=event_to, uid=uid, delay=delay)
             )
     unexposed = _unexposed(state, statefulsets) if state.opted_in else []
+    audit = audit_services(state, settings) if state.opted_in else []
     certificates = _certificates(state, settings, statefulsets)  # encrypted external listeners
-    return NamespacePlan(tuple(certificates + applies + reports + unexposed + removals), pending)
+    return NamespacePlan(
+        tuple(certificates + _capped(applies, state, settings) + reports + unexposed + audit + removals),
+        pending,
+    )
 
 
 def _certificates(
     state: NamespaceState, settings: Settings, statefulsets: Mapping[str, Mapping[str, Any]]
 ) -> list[Action]:
     """One Certificate per StatefulSet whose exposed pods serve it (their kafka-expose.io/certificate),
-    with every ordinal's name; those no broker serves any more are deleted. A StatefulSet deleted
-    takes its Certificate along (ownerReference)."""
+    with every ordinal's name. Ours is proven by its name and an ownerReference to that StatefulSet's
+    uid (labels are anyone's); one that is not ours is never changed nor deleted. Ours that no broker
+    serves any more is deleted; a StatefulSet deleted takes its own along (garbage collector)."""
     ns = state.namespace
     serving = {annotations_of(pod).get(CERTIFICATE) for pod in state.pods}
-    observed = {name_of(c): c for c in state.certificates if is_managed(c)}
+    observed = {name_of(c): c for c in state.certificates}
+    owners = {certificate_name(name): sts for name, sts in statefulsets.items()}
     actions: list[Action] = []
-    wanted: set[str] = set()
     for name, sts in sorted(statefulsets.items()):
-        if not state.opted_in or certificate_name(name) not in serving or _meta(sts).get("deletionTimestamp"):
+        cert = certificate_name(name)
+        if not state.opted_in or cert not in serving or _meta(sts).get("deletionTimestamp"):
             continue
         plans = mutate({**sts, "kind": "StatefulSet"}, settings, ns).plans[:1]
         objects = planned_objects(plans, settings, replicas=replicas_of(sts), owner=sts)
         if not objects:
             continue  # TLS off now, or the template no longer exposable: deleted below
         desired, secret = objects[0], (objects[1] if len(objects) > 1 else None)
-        cert = name_of(desired)
-        wanted.add(cert)
         current = observed.get(cert)
-        if current is None or _certificate_drift(desired, current):
+        if current is not None and not _owned_by(current, sts):
+            reason = f"Certificate {cert} exists and was not made by kafka-expose: left as it is"
+            actions.append(CertificateConflict(namespace=ns, service=cert, reason=reason, statefulset=name))
+        elif current is None or _certificate_drift(desired, current):
+            names = len(desired["spec"]["dnsNames"])
             actions.append(
                 ApplyCertificate(
                     namespace=ns,
                     service=cert,
-                    reason=f"Certificate {cert} for {len(desired['spec']['dnsNames'])} name(s) of StatefulSet {name}",
+                    reason=f"Certificate {cert} for {names} name(s) of StatefulSet {name}",
                     statefulset=name,
                     desired=desired,
                     password_secret=secret,
                 )
             )
+        observed.pop(cert, None)  # planned: not a leftover
     for cert, current in sorted(observed.items()):
-        if cert not in wanted and not _meta(current).get("deletionTimestamp"):
-            sts_name = labels_of(current).get(STATEFULSET_LABEL)
-            actions.append(
-                DeleteCertificate(
-                    namespace=ns,
-                    service=cert,
-                    reason=f"no broker of StatefulSet {sts_name} serves Certificate {cert} any more",
-                    statefulset=sts_name if sts_name in statefulsets else None,
-                    uid=uid_of(current),
-                )
+        owner = owners.get(cert)
+        if owner is None or not _owned_by(current, owner) or _meta(current).get("deletionTimestamp"):
+            continue  # not provably ours (or going)
+        actions.append(
+            DeleteCertificate(
+                namespace=ns,
+                service=cert,
+                reason=f"no broker of StatefulSet {name_of(owner)} serves Certificate {cert} any more",
+                statefulset=name_of(owner),
+                uid=uid_of(current),
             )
+        )
     return actions
+
+
+def _owned_by(certificate: Mapping[str, Any], statefulset: Mapping[str, Any]) -> bool:
+    uid = uid_of(statefulset)
+    owners = _meta(certificate).get("ownerReferences") or []
+    return uid is not None and any(
+        isinstance(o, dict) and o.get("kind") == "StatefulSet" and o.get("uid") == uid for o in owners
+    )
 
 
 def _certificate_drift(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> bool:
     spec, seen = _spec(desired), _spec(observed)
-    if any(seen.get(key) != value for key, value in spec.items()):
-        return True
-    owners = {o.get("uid") for o in _meta(observed).get("ownerReferences") or [] if isinstance(o, dict)}
-    return not {o["uid"] for o in _meta(desired).get("ownerReferences") or []} <= owners
+    return any(seen.get(key) != value for key, value in spec.items())
+
+
+def _capped(actions: list[Action], state: NamespaceState, settings: Settings) -> list[Action]:
+    """`actions` with each create that would take the namespace over the LoadBalancer cap turned into
+    a report (issue 15, item 4): the cap binds the controller as it binds everyone. Every LoadBalancer
+    Service of the namespace counts, whoever made it; a replace frees its slot first."""
+    cap = settings.policy.max_load_balancers_per_namespace
+    if cap is None or policy.mode_of(settings, policy.LOAD_BALANCER_CAP) == "off":
+        return actions
+    count = sum(1 for s in state.services if _spec(s).get("type") == "LoadBalancer")
+    result: list[Action] = []
+    for action in actions:
+        if isinstance(action, Create) and count >= cap:
+            pod = str(_spec(action.desired).get("selector", {}).get(STS_POD_NAME_LABEL, ""))
+            result.append(
+                CapReached(
+                    namespace=action.namespace,
+                    service=action.service,
+                    reason=f"namespace {action.namespace} has {count} LoadBalancer Service(s), the cap "
+                    f"(policy.maxLoadBalancersPerNamespace) is {cap}: Service {action.service} is not "
+                    f"created, broker {pod} gets no load balancer",
+                    statefulset=action.statefulset,
+                    pod=pod,
+                )
+            )
+            continue
+        count += isinstance(action, Create)
+        result.append(action)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ audit
+
+EXTERNAL_DNS_PREFIX = EXTERNAL_DNS.rpartition("/")[0] + "/"  # hostname, internal-hostname, target...
+
+
+def in_audit_scope(service: Mapping[str, Any]) -> bool:
+    """What the audit looks at: every LoadBalancer or NodePort Service, and every Service with
+    external-dns annotations or externalIPs."""
+    spec = _spec(service)
+    return (
+        spec.get("type") in ("LoadBalancer", "NodePort")
+        or bool(spec.get("externalIPs"))
+        or any(k.startswith(EXTERNAL_DNS_PREFIX) for k in annotations_of(service))
+    )
+
+
+def audit_services(state: NamespaceState, settings: Settings) -> list[AuditViolation]:
+    """The Services of an opted-in namespace, other than the ones kafka-expose provably created,
+    that break the policy (`webhook.core.policy`'s Service check, the one the webhook runs), as
+    Gatekeeper's audit finds what was admitted while the webhook was down or before a rule existed.
+    The cap is not audited: it is for new load balancers."""
+    if not settings.controller.audit.enabled:
+        return []
+    found = []
+    for service in sorted(state.services, key=name_of):
+        if not in_audit_scope(service) or proven_owner(service, state.statefulsets) is not None:
+            continue
+        if _meta(service).get("deletionTimestamp"):
+            continue
+        violations = policy.evaluate(
+            {**service, "kind": "Service"},
+            settings,
+            namespace=state.namespace,
+            load_balancers_in_namespace=None,
+        )
+        violations = [v for v in violations if v.mode != "off"]
+        if not violations:
+            continue
+        rules = tuple(dict.fromkeys(v.rule for v in violations))
+        enforced = [v.rule for v in violations if v.mode == "enforce"]  # warn: reported, kept
+        found.append(
+            AuditViolation(
+                namespace=state.namespace,
+                service=name_of(service),
+                reason="; ".join(dict.fromkeys(v.message for v in violations)),
+                uid=uid_of(service),
+                rules=rules,
+                repair=tuple(_repair(service, enforced)) if settings.controller.audit.repair else (),
+            )
+        )
+    return found
+
+
+def _pointer(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _repair(service: Mapping[str, Any], rules: Sequence[str]) -> list[dict[str, Any]]:
+    """JSON patch operations that make `service` safe, conditioned on its uid and resourceVersion: no
+    load balancer nor node port in front of the brokers (type ClusterIP, no externalIPs) when it is not
+    internal or open too widely, and no external-dns names when they are not allowed."""
+    meta, spec = _meta(service), _spec(service)
+    operations: list[dict[str, Any]] = [
+        {"op": "test", "path": "/metadata/uid", "value": meta.get("uid")},
+        {"op": "test", "path": "/metadata/resourceVersion", "value": meta.get("resourceVersion")},
+    ]
+    if {policy.INTERNAL_LOAD_BALANCER, policy.SOURCE_RANGES} & set(rules):
+        if spec.get("type") in ("LoadBalancer", "NodePort"):
+            operations.append({"op": "replace", "path": "/spec/type", "value": "ClusterIP"})
+        if spec.get("externalIPs"):
+            operations.append({"op": "remove", "path": "/spec/externalIPs"})
+    if policy.ALLOWED_DOMAINS in rules:
+        operations += [
+            {"op": "remove", "path": f"/metadata/annotations/{_pointer(key)}"}
+            for key in sorted(annotations_of(service))
+            if key.startswith(EXTERNAL_DNS_PREFIX)
+        ]
+    return operations if len(operations) > 2 else []
 
 
 def _keep_in_line(

@@ -165,11 +165,22 @@ class MatchSettings(_Model):
     pod_labels_family: Literal["confluent", "apache", "bitnami"] = "apache"
 
 
+class AuditSettings(_Model):
+    """The controller's audit of the Services it did not create, in opted-in namespaces."""
+
+    enabled: StrictBool = True
+    repair: StrictBool = Field(
+        default=False,
+        description="make a non-compliant Service safe: type ClusterIP, its external-dns names removed",
+    )
+
+
 class ControllerSettings(_Model):
     resync_seconds: StrictInt = Field(default=300, ge=5)
     scale_down_grace_seconds: StrictInt = Field(default=0, ge=0)
     keep_on_opt_out: StrictBool = False
     replace_on_immutable_change: StrictBool = False
+    audit: AuditSettings = AuditSettings()
 
 
 class IssuerRef(_Model):

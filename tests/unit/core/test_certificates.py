@@ -29,7 +29,13 @@ from webhook.core.certificates import (
 from webhook.core.names import CERTIFICATE, SECURITY_PROTOCOL, TLS_ISSUER_OVERRIDE, TLS_SECRET
 from webhook.core.overrides import settings_for_namespace
 from webhook.core.policy import evaluate as evaluate_policy
-from webhook.core.reconcile import ApplyCertificate, DeleteCertificate, NamespaceState, plan_namespace
+from webhook.core.reconcile import (
+    ApplyCertificate,
+    CertificateConflict,
+    DeleteCertificate,
+    NamespaceState,
+    plan_namespace,
+)
 from webhook.core.settings import SettingsError, parse_settings
 
 pytestmark = pytest.mark.unit
@@ -244,8 +250,11 @@ def test_the_controller_plans_one_certificate_per_statefulset_and_keeps_it_in_st
         assert plan.of(ApplyCertificate) == [] and [d.service for d in plan.of(DeleteCertificate)] == [
             apply.service
         ]
-    # A Certificate kafka-expose did not make is never touched.
-    foreign = {**stored, "metadata": {**stored["metadata"], "labels": {}}}
+    # A Certificate kafka-expose did not make (no ownerReference to the StatefulSet, whatever its
+    # labels say) is never changed nor deleted.
+    foreign = {**stored, "metadata": {k: v for k, v in stored["metadata"].items() if k != "ownerReferences"}}
+    assert len(plan_namespace(_tls_namespace(3, certs=(foreign,)), TLS).of(CertificateConflict)) == 1
+    assert plan_namespace(_tls_namespace(3, certs=(foreign,)), TLS).of(ApplyCertificate) == []
     assert plan_namespace(_tls_namespace(3, certs=(foreign,)), PLAIN).of(DeleteCertificate) == []
 
 

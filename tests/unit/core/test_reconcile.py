@@ -23,6 +23,9 @@ from webhook.core.names import (
     STS_POD_NAME_LABEL,
 )
 from webhook.core.reconcile import (
+    AnnotationsIgnored,
+    AuditViolation,
+    CapReached,
     ChartLoadBalancer,
     Conflict,
     Create,
@@ -37,6 +40,7 @@ from webhook.core.reconcile import (
     owned_fields,
     plan_from_pod,
     plan_namespace,
+    recorded_differences,
     recorded_immutable_settings,
     unexposed_pod_selectors,
 )
@@ -175,9 +179,10 @@ def steady(
 # ------------------------------------------------------------------------------------- plan_from_pod
 
 
-def test_plan_from_pod_reads_what_the_webhook_recorded() -> None:
-    pod = exposed_pod(broker_statefulset(), 1)
-    plan = plan_from_pod(pod)
+def test_plan_from_pod_derives_from_the_settings_and_the_identity() -> None:
+    sts = broker_statefulset()
+    pod = exposed_pod(sts, 1)
+    plan = plan_from_pod(pod, sts, SETTINGS, NS)
     assert plan is not None
     assert (plan.pod, plan.statefulset, plan.ordinal, plan.namespace) == (
         "kafka-broker-1",
@@ -190,31 +195,26 @@ def test_plan_from_pod_reads_what_the_webhook_recorded() -> None:
     assert plan.advertised == pod["metadata"]["annotations"]["kafka-expose.io/advertised"]
     assert plan.container_port == int(pod["metadata"]["annotations"]["kafka-expose.io/container-port"])
     assert plan.container_port_name == "external"
+    assert recorded_differences(pod, plan) == []
 
 
-def test_plan_from_pod_matches_the_core_plan() -> None:
-    pod = exposed_pod(broker_statefulset(), 2)
-    recorded = plan_from_pod(pod)
-    recomputed = mutate(pod, SETTINGS, NS).plans[0]
-    assert recorded is not None
-    for name in ("pod", "namespace", "statefulset", "ordinal", "listener_name", "host", "advertised_port"):
-        assert getattr(recorded, name) == getattr(recomputed, name), name
-    for name in ("container_port", "container_port_name", "service_name", "flavor"):
-        assert getattr(recorded, name) == getattr(recomputed, name), name
-
-
-def test_plan_from_pod_keeps_what_the_broker_advertises_after_a_settings_change() -> None:
-    pod = exposed_pod(broker_statefulset(), 0)
+def test_plan_from_pod_follows_the_settings_not_the_recorded_annotations() -> None:
+    sts = broker_statefulset()
+    pod = exposed_pod(sts, 0)
     changed = parse_settings({"domain": "other.example.com"})
-    plan = plan_from_pod(pod, changed)
-    assert plan is not None and plan.host == "kafka-broker-0.kafka.kafka.example.com"
+    plan = plan_from_pod(pod, sts, changed, NS)
+    assert plan is not None and plan.host == "kafka-broker-0.kafka.other.example.com"
+    assert recorded_differences(pod, plan) == [
+        "kafka-expose.io/advertised='EXTERNAL://kafka-broker-0.kafka.kafka.example.com:9094' "
+        "(derived: 'EXTERNAL://kafka-broker-0.kafka.other.example.com:9094')"
+    ]
 
 
 def test_plan_from_pod_recomputes_for_pods_of_a_rendered_template() -> None:
-    pod = template_pod(broker_statefulset(), 2)
+    sts = broker_statefulset()
+    pod = template_pod(sts, 2)
     assert "kafka-expose.io/advertised" not in pod["metadata"].get("annotations", {})
-    assert plan_from_pod(pod) is None  # nothing recorded and no settings to recompute with
-    plan = plan_from_pod(pod, SETTINGS)
+    plan = plan_from_pod(pod, sts, SETTINGS, NS)
     assert plan is not None
     assert (plan.host, plan.service_name) == (
         "kafka-broker-2.kafka.kafka.example.com",
@@ -224,18 +224,52 @@ def test_plan_from_pod_recomputes_for_pods_of_a_rendered_template() -> None:
 
 def test_plan_from_pod_ignores_pods_not_exposed() -> None:
     sts = broker_statefulset()
-    assert plan_from_pod(pod_from_statefulset(sts, 0, NS), SETTINGS) is None
+    assert plan_from_pod(pod_from_statefulset(sts, 0, NS), sts, SETTINGS, NS) is None
     pod = exposed_pod(sts, 0)
     pod["metadata"]["labels"]["kafka-expose.io/exposed"] = "false"
-    assert plan_from_pod(pod, SETTINGS) is None
+    assert plan_from_pod(pod, sts, SETTINGS, NS) is None
 
 
-def test_plan_from_pod_falls_back_when_the_annotations_are_damaged() -> None:
-    pod = exposed_pod(broker_statefulset(), 0)
-    pod["metadata"]["annotations"]["kafka-expose.io/advertised"] = "garbage"
-    assert plan_from_pod(pod) is None
-    plan = plan_from_pod(pod, SETTINGS)
-    assert plan is not None and plan.host == "kafka-broker-0.kafka.kafka.example.com"
+def test_forged_annotations_never_choose_a_name() -> None:
+    """Issue 15 item 1: another team's broker name, a bank's host, another Service, another port."""
+    sts = broker_statefulset()
+    pod = exposed_pod(sts, 0)
+    pod["metadata"]["annotations"].update(
+        {
+            "kafka-expose.io/advertised": "EXTERNAL://login.bank.example:9094",
+            "kafka-expose.io/service": "web-frontend",
+            "kafka-expose.io/container-port": "22",
+        }
+    )
+    [create] = plan_namespace(state([pod], [sts], []), SETTINGS).of(Create)
+    annotations = create.desired["metadata"]["annotations"]
+    assert annotations[EXTERNAL_DNS] == "kafka-broker-0.kafka.kafka.example.com"
+    assert create.service == "kafka-broker-0-external"
+    assert create.desired["spec"]["ports"][0]["targetPort"] != 22
+    [ignored] = plan_namespace(state([pod], [sts], []), SETTINGS).of(AnnotationsIgnored)
+    assert "login.bank.example" in ignored.reason and ignored.pod == "kafka-broker-0"
+
+
+def test_only_a_broker_a_real_statefulset_controls_gets_a_service() -> None:
+    sts = broker_statefulset()
+    busybox = exposed_pod(sts, 0)
+    for container in busybox["spec"]["containers"]:
+        container["image"] = "busybox:1.36"
+    orphan = exposed_pod(sts, 1)
+    orphan["metadata"]["ownerReferences"] = []
+    other_uid = exposed_pod(sts, 2)
+    other_uid["metadata"]["ownerReferences"][0]["uid"] = "someone-elses"
+    not_controller = exposed_pod(sts, 0)
+    not_controller["metadata"]["ownerReferences"][0]["controller"] = False
+    renamed = exposed_pod(sts, 1)
+    renamed["metadata"]["name"] = "kafka-broker-7"  # not a slot of the StatefulSet (3 replicas)
+    wrong_index = exposed_pod(sts, 2)
+    wrong_index["metadata"]["labels"]["apps.kubernetes.io/pod-index"] = "1"
+    no_port = exposed_pod(sts, 0)
+    for container in no_port["spec"]["containers"]:
+        container["ports"] = [p for p in container.get("ports", []) if p.get("name") != "external"]
+    for pod in (busybox, orphan, other_uid, not_controller, renamed, wrong_index, no_port):
+        assert plan_namespace(state([pod], [sts], []), SETTINGS).actions == (), pod["metadata"]["name"]
 
 
 # ------------------------------------------------------------------------------------------ creating
@@ -348,13 +382,14 @@ def test_a_deleted_statefulset_leaves_its_services_to_the_garbage_collector() ->
     assert plan_namespace(state(pods, [], services), SETTINGS).actions == ()
 
 
-def test_orphaned_services_go() -> None:
+def test_orphaned_services_are_no_longer_provably_ours_and_are_left_alone() -> None:
+    """Issue 15 item 5: without an ownerReference to a StatefulSet here, the label is no proof."""
     sts = broker_statefulset()
     _, services = steady(sts)
     for service in services:
         del service["metadata"]["ownerReferences"]  # deleted with --cascade=orphan
-    plan = plan_namespace(state([], [], services), SETTINGS)
-    assert [k for k, _ in kinds(plan)] == ["delete"] * 3
+    assert plan_namespace(state([], [], services), SETTINGS).actions == ()
+    assert plan_namespace(state([], [sts], services), SETTINGS).actions == ()
 
 
 def test_opting_out_removes_the_services_unless_kept() -> None:
@@ -407,7 +442,8 @@ def test_foreign_services_are_never_deleted() -> None:
         foreign("x", {STS_POD_NAME_LABEL: "kafka-broker-2"}, "LoadBalancer"),
     ]
     for sts in ([broker_statefulset(1)], []):
-        assert plan_namespace(state([], sts, services), SETTINGS).actions == ()
+        # the audit reports the public LoadBalancer "x" (no repair unless configured), nothing else
+        assert kinds(plan_namespace(state([], sts, services), SETTINGS)) == [("audit-violation", "x")]
     assert plan_namespace(state([], [], services, opted_in=False), SETTINGS).actions == ()
 
 
@@ -529,14 +565,20 @@ def test_a_new_statefulset_uid_moves_the_owner_reference() -> None:
     for pod in pods:
         pod["metadata"]["ownerReferences"][0]["uid"] = "recreated"  # adopted by the new StatefulSet
     plan = plan_namespace(state(pods, [recreated], services), SETTINGS)
-    assert [k for k, _ in kinds(plan)] == ["update"] * 3
-    assert (plan.actions[0].desired or {})["metadata"]["ownerReferences"][0]["uid"] == "recreated"
-    assert "no longer planned" in plan.actions[0].reason  # the old reference is pruned
+    # The old StatefulSet's Services are not provably ours any more: the garbage collector removes
+    # them (their owner is gone), then the slots get new ones.
+    assert [k for k, _ in kinds(plan)] == ["conflict"] * 3
+    assert (
+        plan_namespace(state(pods, [recreated], []), SETTINGS)
+        .of(Create)[0]
+        .desired["metadata"]["ownerReferences"][0]["uid"]
+        == "recreated"
+    )
 
 
 def test_drift_is_empty_for_the_same_service() -> None:
     sts = broker_statefulset()
-    plan = plan_from_pod(exposed_pod(sts, 0))
+    plan = plan_from_pod(exposed_pod(sts, 0), sts, SETTINGS, NS)
     assert plan is not None
     service = desired_service(plan, SETTINGS, sts)
     assert drift(service, stored(service)) == []
@@ -657,7 +699,7 @@ def test_load_balancer_address() -> None:
 
 def test_desired_service_is_the_core_plan_plus_the_record() -> None:
     sts = broker_statefulset()
-    plan = plan_from_pod(exposed_pod(sts, 0))
+    plan = plan_from_pod(exposed_pod(sts, 0), sts, SETTINGS, NS)
     assert plan is not None
     core = broker_service(plan, SETTINGS, owner=sts)
     ours = desired_service(plan, SETTINGS, sts)
@@ -839,3 +881,66 @@ def test_an_unexposed_broker_pod_is_reported_once_with_what_to_do() -> None:
     assert "delete it" in action.reason
     opted_out = NamespaceState(NS, False, statefulsets=[sts], unexposed_pods=[missed])
     assert plan_namespace(opted_out, SETTINGS).of(Unexposed) == []
+
+
+# ------------------------------------------------------------------------------ issue 15, controller
+
+
+def test_a_labelled_plain_service_is_never_ours() -> None:
+    """Item 5: `web-frontend` with kafka-expose's labels, opted in or not, is neither updated nor deleted."""
+    sts = broker_statefulset()
+    pods, services = steady(sts)
+    web = foreign("web-frontend")
+    web["metadata"]["labels"] = dict(services[0]["metadata"]["labels"])
+    web["metadata"]["ownerReferences"] = list(services[0]["metadata"]["ownerReferences"])
+    web["metadata"]["annotations"] = {CREATED_WITH: "{}"}
+    web["metadata"]["managedFields"] = services[0]["metadata"]["managedFields"]
+    for opted_in in (True, False):
+        plan = plan_namespace(state(pods, [sts], [*services, web], opted_in=opted_in), SETTINGS)
+        assert all(a.service != "web-frontend" for a in plan.actions), plan.actions
+    for missing in ("ownerReferences", "managedFields"):  # each proof is required, on a LoadBalancer too
+        lb = copy.deepcopy(services[0])
+        lb["metadata"]["name"] = "kafka-broker-9-external"
+        lb["metadata"]["labels"]["kafka-expose.io/pod"] = "kafka-broker-9"
+        del lb["metadata"][missing]
+        plan = plan_namespace(state(pods, [sts], [*services, lb], opted_in=False), SETTINGS)
+        assert "kafka-broker-9-external" not in [a.service for a in plan.actions]
+
+
+def test_the_load_balancer_cap_binds_the_controller() -> None:
+    """Item 4: with a cap of 2 and one LoadBalancer already there, one broker gets a Service."""
+    sts = broker_statefulset()
+    pods = [exposed_pod(sts, i) for i in range(3)]
+    capped = SETTINGS.model_copy(
+        update={"policy": SETTINGS.policy.model_copy(update={"max_load_balancers_per_namespace": 2})}
+    )
+    other = foreign("someone-elses", kind="LoadBalancer")
+    plan = plan_namespace(state(pods, [sts], [other]), capped)
+    assert [a.service for a in plan.of(Create)] == ["kafka-broker-0-external"]
+    assert [a.pod for a in plan.of(CapReached)] == ["kafka-broker-1", "kafka-broker-2"]
+    assert "cap (policy.maxLoadBalancersPerNamespace) is 2" in plan.of(CapReached)[0].reason
+
+
+def test_the_audit_reports_and_repairs_only_when_asked() -> None:
+    """Item 2: a public LoadBalancer in front of the brokers, named in another team's space."""
+    public = foreign("sneaky", {STS_POD_NAME_LABEL: "kafka-broker-0"}, "LoadBalancer")
+    public["metadata"]["annotations"] = {EXTERNAL_DNS: "kafka-0.team-b.kafka.example.com"}
+    enforce = parse_settings(
+        {
+            "domain": "kafka.example.com",
+            "loadBalancer": {"cloud": "aws"},
+            "policy": {"mode": "enforce"},
+            "controller": {"audit": {"repair": True}},
+        }
+    )
+    [found] = plan_namespace(state([], [], [public]), SETTINGS).of(AuditViolation)
+    assert found.repair == () and "internal" in found.reason
+    [repair] = plan_namespace(state([], [], [public]), enforce).of(AuditViolation)
+    assert {"op": "replace", "path": "/spec/type", "value": "ClusterIP"} in repair.repair
+    assert repair.repair[:2] == (
+        {"op": "test", "path": "/metadata/uid", "value": "foreign-sneaky"},
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
+    )
+    assert plan_namespace(state([], [], [public], opted_in=False), enforce).actions == ()
+    compliant = foreign("fine")  # a ClusterIP without external-dns names: out of scope
+    assert plan_namespace(state([], [], [compliant]), enforce).actions == ()
