@@ -283,7 +283,13 @@ class EnvOnly:
         advertised = parse_listeners(config.advertised)
         bound = parse_listeners(config.listeners) if config.listeners is not None else advertised
         return choose_name(
-            listen.name, listen.fallbacks, advertised, bound, config.inter_broker, config.controllers
+            listen.name,
+            listen.fallbacks,
+            advertised,
+            bound,
+            config.inter_broker,
+            config.controllers,
+            listen.host_expression,
         )
 
     def apply(self, spec: dict[str, Any], container: dict[str, Any], family: Family, listen: Listen) -> str:

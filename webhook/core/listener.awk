@@ -63,12 +63,12 @@ END {
     if (ib == "") ib = ("security.inter.broker.protocol" in kv) ? toupper(trim(kv["security.inter.broker.protocol"])) : "PLAINTEXT"
 
     # Every listener name the chart already uses, and whether its entry of our name is its outside access.
-    m = split(adv, A, ","); for (i = 1; i <= m; i++) { e = trim(A[i]); if (e != "") { taken[lname(e)] = 1; advn[lname(e)] = 1; if (lname(e) == name && !outside(e)) inside = 1 } }
+    m = split(adv, A, ","); for (i = 1; i <= m; i++) { e = trim(A[i]); if (e != "") { taken[lname(e)] = 1; advn[lname(e)] = 1; if (lhost(e) == host) mine[lname(e)] = 1; if (lname(e) == name && !outside(e)) inside = 1 } }
     m = split(lis, L, ","); for (i = 1; i <= m; i++) { e = trim(L[i]); if (e != "") taken[lname(e)] = 1 }
     bound_only = (name in taken) && !(name in advn)
-    if ((name in taken) && (inside || bound_only || name == ib || (name in ctrl))) {
+    if ((name in taken) && !(name in mine) && (inside || bound_only || name == ib || (name in ctrl))) {
         chosen = ""; m = split(fallbacks, F, ",")
-        for (i = 1; i <= m; i++) { f = toupper(trim(F[i])); if (chosen == "" && safe(f) && !(f in taken) && !(f in ctrl) && f != ib) chosen = f }
+        for (i = 1; i <= m; i++) { f = toupper(trim(F[i])); if (chosen == "" && safe(f) && ((f in mine) || (!(f in taken) && !(f in ctrl) && f != ib))) chosen = f }
         if (chosen == "") { say("the chart serves in-cluster clients on " name " and no fallback name is free; broker left unexposed"); exit 7 }
         say("the chart serves in-cluster clients on " name "; it stays as it is, the external listener is " chosen)
         name = chosen

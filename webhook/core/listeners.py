@@ -145,13 +145,14 @@ def choose_name(
     bound: list[Listener],
     inter_broker: str | None,
     controllers: list[str],
+    host: str | None = None,
 ) -> str:
     """`name`, unless the chart already uses it for in-cluster clients (an inside advertised host, a
     bound-only listener, the inter-broker or a controller listener): then the first fallback name the
     chart does not use. Raises ListenerError when none is free."""
     taken = {entry.name for entry in [*advertised, *bound]} | set(controllers)
-    if name not in taken:
-        return name
+    if name not in taken or any(e.name == name and e.host == host for e in advertised):
+        return name  # free, or ours from an earlier pass
     ours = [entry for entry in advertised if entry.name == name]
     serves_inside = (
         not ours or not all(is_outside(e) for e in ours) or name == inter_broker or name in controllers
@@ -159,6 +160,8 @@ def choose_name(
     if not serves_inside:
         return name
     for candidate in fallbacks:
+        if any(entry.name == candidate and entry.host == host for entry in advertised):
+            return candidate  # ours, from an earlier pass
         if candidate not in taken and candidate != inter_broker:
             return candidate
     raise ListenerError(
@@ -206,7 +209,7 @@ def add_external_listener(
     pairs = (
         parse_protocol_map(protocol_map) if protocol_map is not None else default_protocol_map(controllers)
     )
-    name = choose_name(name, fallbacks, advertised_entries, bound, inter_broker, controllers)
+    name = choose_name(name, fallbacks, advertised_entries, bound, inter_broker, controllers, host)
     existing = any(entry.name == name for entry in advertised_entries)
     if existing and on_existing == "keep":
         return None
