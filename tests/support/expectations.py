@@ -48,19 +48,21 @@ def client_listener_of(broker: Broker) -> str | None:
     return next((n for n in candidates if n != inter), candidates[0] if candidates else None)
 
 
-def _serves_outside(entry: str) -> bool:
+def _serves_outside(entry: str, headless: str | None) -> bool:
     """The README's rule, written out for the tests: a host that, without variables, is a dotted
     name, not an IP, not a cluster name (.svc, .local, .internal)."""
     host = re.sub(
         r"\$\(\([^)]*\)\)|\$\([^)]*\)|\$\{[^}]*\}|\$\w+", "", entry.split("://", 1)[1].rsplit(":", 1)[0]
     )
     host = host.lower()
+    if headless and headless in host.split("."):
+        return False
     if not host or "." not in host or re.fullmatch(r"[0-9.]*", host) or "[" in host or ":" in host:
         return False
     return not re.search(r"(^|\.)svc(\.|$)|\.(local|internal|localdomain)$|^\.", host)
 
 
-def expected_name(before: Broker, settings: Settings) -> str:
+def expected_name(before: Broker, settings: Settings, headless: str | None = None) -> str:
     """The configured listener name, unless the chart already serves in-cluster clients on it."""
     name = settings.listener.name
     advertised, bound = before.advertised(), before.bound()
@@ -68,7 +70,11 @@ def expected_name(before: Broker, settings: Settings) -> str:
     inter = before.properties.get("inter.broker.listener.name", "PLAINTEXT").upper()
     if name not in advertised and name not in bound:
         return name
-    inside = name not in advertised or not _serves_outside(advertised[name]) or name in (inter, *controllers)
+    inside = (
+        name not in advertised
+        or not _serves_outside(advertised[name], headless)
+        or name in (inter, *controllers)
+    )
     if not inside:
         return name
     taken = {*advertised, *bound, *controllers, inter}
@@ -89,7 +95,7 @@ def assert_exposed(
     port, maps its protocol (that of the client listener), and keeps every original listener."""
     before = evaluate(original, settings, docs)
     after = evaluate(mutated, settings, docs)
-    name = name or expected_name(before, settings)
+    name = name or expected_name(before, settings, original["spec"].get("subdomain"))
     advertised = after.advertised()
     assert advertised.get(name) == f"{name}://{host}:{port}", (advertised, after.log)
     raw = after.properties["advertised.listeners"]

@@ -267,7 +267,7 @@ class _PodFiles:
         env = {**container_env(pod, container), "HOSTNAME": pod["metadata"]["name"], "TMPDIR": "/nonexistent"}
         words = [self.rewrite(container, expand(word, env)) for word in words]
         if os.path.basename(words[0]) in _SHELLS:
-            words[0] = "sh"
+            words[0] = os.path.basename(words[0])
         clean = {"PATH": f"{self.bin}:" + os.environ.get("PATH", "/usr/bin:/bin"), **env}
         result = subprocess.run(
             words, env=clean, capture_output=True, text=True, timeout=30, cwd=self.root, check=False

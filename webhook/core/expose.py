@@ -168,6 +168,7 @@ def expose(
     identity: BrokerIdentity,
     concrete: bool,
     broker: Broker | None = None,
+    headless: str | None = None,
 ) -> BrokerPlan:
     """Edit a pod's (or pod template's) metadata and spec, by assigning new values to their fields
     (copy-on-write, see podspec.editable_pod); raise NotExposed with the reason.
@@ -197,6 +198,7 @@ def expose(
         on_existing=settings.on_existing_listener,
         env=tuple(host_env),
         fallbacks=listener.fallback_names,
+        headless=headless or _str_or_none(spec.get("subdomain")),
     )
     try:
         known_name = flavor.listener_name(container, broker.family, listen)
@@ -234,6 +236,10 @@ def expose(
         annotations[CONTAINER_PORT] = str(container_port)
         annotations[SECURITY_PROTOCOL] = protocol or "as the client listener (decided at start)"
     return plan
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _runtime_choice(settings: Settings) -> str:
@@ -299,7 +305,14 @@ def _mutate_statefulset(obj: Mapping[str, Any], settings: Settings, namespace: s
         hosts = [
             render(settings.host_template, identity.for_ordinal(i), settings.domain) for i in range(replicas)
         ]
-        template_plan = expose(template_meta, template_spec, settings, identity, concrete=False)
+        template_plan = expose(
+            template_meta,
+            template_spec,
+            settings,
+            identity,
+            concrete=False,
+            headless=_str_or_none(spec.get("serviceName")),
+        )
     except (NotExposed, HostError) as err:
         warn = err.warn if isinstance(err, NotExposed) else True
         reason = err.reason if isinstance(err, NotExposed) else str(err)

@@ -47,12 +47,14 @@ class Listen:
     on_existing: str
     env: tuple[dict[str, Any], ...]  # entries the host expression needs (fieldRefs, KAFKAEXPOSE_HOST)
     fallbacks: tuple[str, ...] = ()  # names to use when the chart serves in-cluster on `name`
+    headless: str | None = None  # the pod's headless Service (subdomain): names under it are inside
 
     def runtime_env(self) -> list[dict[str, Any]]:
         return [
             *self.env,
             {"name": "KAFKAEXPOSE_LISTENER_NAME", "value": self.name},
             {"name": "KAFKAEXPOSE_FALLBACK_NAMES", "value": ",".join(self.fallbacks)},
+            {"name": "KAFKAEXPOSE_HEADLESS", "value": self.headless or ""},
             {"name": "KAFKAEXPOSE_ADVERTISED_PORT", "value": str(self.advertised_port)},
             {"name": "KAFKAEXPOSE_CONTAINER_PORT", "value": str(self.container_port)},
             {"name": "KAFKAEXPOSE_SECURITY_PROTOCOL", "value": self.security_protocol or ""},
@@ -290,6 +292,7 @@ class EnvOnly:
             config.inter_broker,
             config.controllers,
             listen.host_expression,
+            listen.headless,
         )
 
     def apply(self, spec: dict[str, Any], container: dict[str, Any], family: Family, listen: Listen) -> str:
@@ -312,6 +315,7 @@ class EnvOnly:
             protocol=listen.security_protocol,
             on_existing=listen.on_existing,
             fallbacks=listen.fallbacks,
+            headless=listen.headless,
         )
         if edit is None:
             raise ListenerError(f"the chart already advertises {listen.name} and onExistingListener is keep")

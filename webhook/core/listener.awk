@@ -1,7 +1,7 @@
 # kafka-expose: add the external listener to a Kafka configuration, inside the image of the broker.
 # Input: Kafka properties (a server.properties, then any `--override k=v` lines: a later key wins).
 # Variables (-v): mode (file|env|props), derive (1: listeners derived from the advertised ones, as
-# the Confluent/Apache images do), name, fallbacks (comma list), host, port, cport, proto, onexist,
+# the Confluent/Apache images do), name, fallbacks (comma list), headless (the pod subdomain), host, port, cport, proto, onexist,
 # prefix (env mode). Exit 0 with the edit on stdout, or non-zero with the reason on stderr and
 # nothing usable on stdout: the caller then leaves the configuration exactly as it was.
 # This program contains no single quote: it is embedded in single quotes by the shell scripts.
@@ -10,7 +10,7 @@ function lname(e,  i) { i = index(e, "://"); return i ? toupper(trim(substr(e, 1
 function lport(e,  n, parts) { n = split(e, parts, ":"); return trim(parts[n]) }
 function lhost(e,  h) { h = substr(e, index(e, "://") + 3); sub(/:[^:]*$/, "", h); return h }
 function say(msg) { print "kafka-expose: " msg > "/dev/stderr" }
-function continued(s,  n) { n = 0; while (substr(s, length(s) - n, 1) == "\\") n++; return n % 2 == 1 }
+function continued(s,  n) { n = 0; while (n < length(s) && substr(s, length(s) - n, 1) == "\\") n++; return n % 2 == 1 }
 function sq(s) { gsub(Q, Q "\\" Q Q, s); return Q s Q }
 function envname(k) { k = toupper(k); gsub(/\./, "_", k); return prefix k }
 function safe(s) { return s ~ /^[A-Za-z][A-Za-z0-9_]*$/ }
@@ -21,6 +21,7 @@ function outside(e,  h) {
     h = tolower(lhost(e))
     gsub(/\$\(\([^)]*\)\)|\$\([A-Za-z0-9_]*\)|\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*/, "", h)
     if (h == "" || index(h, ".") == 0 || h ~ /^[0-9.]*$/ || h ~ /[\[:]/) return 0
+    if (headless != "" && index("." h ".", "." tolower(headless) ".")) return 0
     if (h ~ /(^|\.)svc(\.|$)/ || h ~ /\.(local|internal|localdomain)$/ || h ~ /^\./) return 0
     return 1
 }

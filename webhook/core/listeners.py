@@ -127,13 +127,16 @@ _IP = re.compile(r"^[0-9.]*$")
 _CLUSTER_NAME = re.compile(r"(^|\.)svc(\.|$)|\.(local|internal|localdomain)$|^\.")
 
 
-def is_outside(entry: Listener) -> bool:
+def is_outside(entry: Listener, headless: str | None = None) -> bool:
     """The documented rule for "this advertised listener is the chart's own outside access" (the
     runtime program, listener.awk, applies the same): its host, with shell and Kubernetes variables
     taken out, is still a dotted DNS name that is neither an IP address nor a cluster name (`.svc`,
-    `.local`, `.internal`). Pod IPs, pod host names and headless-Service names serve inside."""
+    `.local`, `.internal`, a label that is the pod's headless Service). Pod IPs, pod host names and
+    headless-Service names serve inside."""
     host = _VARIABLE.sub("", entry.host.lower())
     if not host or "." not in host or _IP.match(host) or "[" in host or ":" in host:
+        return False
+    if headless and headless.lower() in host.split("."):
         return False
     return not _CLUSTER_NAME.search(host)
 
@@ -146,6 +149,7 @@ def choose_name(
     inter_broker: str | None,
     controllers: list[str],
     host: str | None = None,
+    headless: str | None = None,
 ) -> str:
     """`name`, unless the chart already uses it for in-cluster clients (an inside advertised host, a
     bound-only listener, the inter-broker or a controller listener): then the first fallback name the
@@ -155,7 +159,10 @@ def choose_name(
         return name  # free, or ours from an earlier pass
     ours = [entry for entry in advertised if entry.name == name]
     serves_inside = (
-        not ours or not all(is_outside(e) for e in ours) or name == inter_broker or name in controllers
+        not ours
+        or not all(is_outside(e, headless) for e in ours)
+        or name == inter_broker
+        or name in controllers
     )
     if not serves_inside:
         return name
@@ -197,6 +204,7 @@ def add_external_listener(
     protocol: str | None,
     on_existing: str,
     fallbacks: tuple[str, ...] = (),
+    headless: str | None = None,
 ) -> ListenerEdit | None:
     """Add `name://host:port` to the advertised listeners and `name://:container_port` to the bound ones.
 
@@ -209,7 +217,7 @@ def add_external_listener(
     pairs = (
         parse_protocol_map(protocol_map) if protocol_map is not None else default_protocol_map(controllers)
     )
-    name = choose_name(name, fallbacks, advertised_entries, bound, inter_broker, controllers, host)
+    name = choose_name(name, fallbacks, advertised_entries, bound, inter_broker, controllers, host, headless)
     existing = any(entry.name == name for entry in advertised_entries)
     if existing and on_existing == "keep":
         return None

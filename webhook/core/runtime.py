@@ -18,7 +18,7 @@ cannot edit safely (controller-only node, port taken, no listeners, an odd name)
 and says why on stderr, so the broker still starts as the chart wrote it. The awk and sh are data
 files of this package, read once at import.
 
-Inputs (environment, set by the webhook): KAFKAEXPOSE_LISTENER_NAME, KAFKAEXPOSE_FALLBACK_NAMES,
+Inputs (environment, set by the webhook): KAFKAEXPOSE_LISTENER_NAME, KAFKAEXPOSE_FALLBACK_NAMES, KAFKAEXPOSE_HEADLESS,
 KAFKAEXPOSE_HOST, KAFKAEXPOSE_ADVERTISED_PORT, KAFKAEXPOSE_CONTAINER_PORT,
 KAFKAEXPOSE_SECURITY_PROTOCOL (empty: that of the chart's client listener), KAFKAEXPOSE_ON_EXISTING
 (replace|keep), and KAFKAEXPOSE_PROPERTIES (file mode) or KAFKAEXPOSE_ENV_PREFIX (env mode).
@@ -46,7 +46,7 @@ if "'" in AWK_PROGRAM:  # embedded in single quotes below
     raise ImportError("listener.awk must not contain a single quote")
 
 _AWK_ARGS = (
-    '-v name="$KAFKAEXPOSE_LISTENER_NAME" -v fallbacks="${KAFKAEXPOSE_FALLBACK_NAMES:-}" '
+    '-v name="$KAFKAEXPOSE_LISTENER_NAME" -v fallbacks="${KAFKAEXPOSE_FALLBACK_NAMES:-}" -v headless="${KAFKAEXPOSE_HEADLESS:-}" '
     '-v host="$KAFKAEXPOSE_HOST" -v port="$KAFKAEXPOSE_ADVERTISED_PORT" '
     '-v cport="$KAFKAEXPOSE_CONTAINER_PORT" -v proto="${KAFKAEXPOSE_SECURITY_PROTOCOL:-}" '
     '-v onexist="${KAFKAEXPOSE_ON_EXISTING:-replace}"'
