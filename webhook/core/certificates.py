@@ -136,6 +136,12 @@ class ExternalTls:
 
     def listener_properties(self, listener: str) -> dict[str, str]:
         """Only `listener.name.<listener>.ssl.*`: no other listener, keystore or truststore changes."""
+        prefix = f"listener.name.{listener.lower()}."
+        return {prefix + key: value for key, value in self.ssl_properties().items()}
+
+    def ssl_properties(self) -> dict[str, str]:
+        """The `ssl.*` settings of the listener, unscoped (runtime flavors scope them at start, when
+        the listener's name is known)."""
         if self.keystore == "pem":
             props = {
                 "ssl.keystore.type": "PEM",
@@ -157,8 +163,7 @@ class ExternalTls:
         if self.client_auth != "none":
             props.update(trust)
         props["ssl.client.auth"] = self.client_auth
-        prefix = f"listener.name.{listener.lower()}."
-        return {prefix + key: value for key, value in props.items()}
+        return props
 
 
 def external_tls(settings: Settings, statefulset: str, image: str, family: str) -> ExternalTls | None:

@@ -27,6 +27,7 @@ ADVERTISED: Final = PREFIX + "advertised"
 SERVICE: Final = PREFIX + "service"
 CONTAINER_PORT: Final = PREFIX + "container-port"
 SECURITY_PROTOCOL: Final = PREFIX + "security-protocol"
+LISTENER: Final = PREFIX + "listener"  # the listener name used, or how it is chosen at start
 INTERNAL_LB_CLOUD: Final = PREFIX + "internal-load-balancer"  # on a chart Service made internal
 LOAD_BALANCER: Final = PREFIX + "load-balancer"  # on a broker pod: its Service's LB address
 CREATED_WITH: Final = PREFIX + "created-with"  # on a Service: immutable settings at creation

@@ -124,16 +124,23 @@ class ListenerSettings(_Model):
         default=None, ge=1, le=65535, description="first container port to try; default: `port`"
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    fallback_names: tuple[str, ...] = Field(
+        default=("EXTERNAL_LB", "KAFKA_EXPOSE", "EXPOSED"),
+        description="names used, in order, when the chart already serves in-cluster clients on `name`",
+    )
 
     @model_validator(mode="after")
     def _check_name(self) -> ListenerSettings:
-        if not _LISTENER_NAME_RE.match(self.name) or self.name in SECURITY_PROTOCOLS:
-            raise ValueError(
-                f"listener name {self.name!r} must be upper case letters, digits and '_' "
-                "and not a security protocol name"
-            )
-        if self.name == "CONTROLLER":
-            raise ValueError("listener name CONTROLLER is reserved for KRaft controllers")
+        for name in (self.name, *self.fallback_names):
+            if not _LISTENER_NAME_RE.match(name) or name in SECURITY_PROTOCOLS:
+                raise ValueError(
+                    f"listener name {name!r} must be upper case letters, digits and '_' "
+                    "and not a security protocol name"
+                )
+            if name == "CONTROLLER":
+                raise ValueError("listener name CONTROLLER is reserved for KRaft controllers")
+        if self.name in self.fallback_names or len(set(self.fallback_names)) != len(self.fallback_names):
+            raise ValueError("fallbackNames must be distinct and differ from name")
         return self
 
 
@@ -150,11 +157,17 @@ class LoadBalancerSettings(_Model):
         return {**CLOUD_PRESETS[self.cloud], **self.annotations}
 
 
+FamilyName = Literal["confluent", "apache", "bitnami", "wurstmeister", "distribution"]
+
+
 class ImageRule(_Model):
     """An extra image (fnmatch pattern on the repository, without tag) and how it is configured."""
 
     pattern: str
-    family: Literal["confluent", "apache", "bitnami"]
+    family: FamilyName
+    entrypoint: str | None = Field(
+        default=None, description="the image's ENTRYPOINT when it is kafka-server-start.sh (args-only pods)"
+    )
 
 
 class MatchSettings(_Model):
@@ -162,7 +175,7 @@ class MatchSettings(_Model):
     pod_labels: Mapping[StrictStr, StrictStr] = Field(
         default_factory=dict, description="pods with all these labels are brokers whatever their image"
     )
-    pod_labels_family: Literal["confluent", "apache", "bitnami"] = "apache"
+    pod_labels_family: FamilyName = "apache"
 
 
 class AuditSettings(_Model):

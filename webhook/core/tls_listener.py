@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from webhook.core.certificates import VOLUME, ExternalTls, encrypted
+from webhook.core.certificates import VOLUME, ExternalTls
 from webhook.core.images import Family
 from webhook.core.listeners import ListenerEdit, format_protocol_map, parse_protocol_map
 from webhook.core.podspec import as_dict, as_list, env_list
@@ -26,11 +26,11 @@ def mount(spec: dict[str, Any], container: dict[str, Any], tls: ExternalTls) -> 
     container["volumeMounts"] = [*(m for m in mounts if m.get("name") != VOLUME), tls.volume_mount()]
 
 
-def encrypt_edit(edit: ListenerEdit, listener: str, tls: ExternalTls) -> ListenerEdit:
-    """The same edit with the external listener mapped to SSL / SASL_SSL."""
+def encrypt_edit(edit: ListenerEdit, tls: ExternalTls) -> ListenerEdit:
+    """The same edit with the external listener (`edit.name`) mapped to SSL / SASL_SSL."""
     protocol = tls.security_protocol(edit.protocol)
     pairs = [
-        (name, protocol if name == listener else value)
+        (name, protocol if name == edit.name else value)
         for name, value in parse_protocol_map(edit.protocol_map)
     ]
     return replace(edit, protocol_map=format_protocol_map(pairs), protocol=protocol)
@@ -45,14 +45,10 @@ def set_env_properties(container: dict[str, Any], family: Family, listener: str,
     container["env"] = [*kept, *({"name": name, "value": value} for name, value in ours.items())]
 
 
-def runtime_env(tls: ExternalTls | None, listener: str) -> list[dict[str, Any]]:
-    """KAFKAEXPOSE_TLS_PROPERTIES for runtime.py: space-separated `key=value` (no value has a space)."""
+def runtime_env(tls: ExternalTls | None) -> list[dict[str, Any]]:
+    """KAFKAEXPOSE_TLS_PROPERTIES for runtime.py: space-separated `ssl.*=value` (no value has a space),
+    scoped by the awk program to the listener's name, which may only be chosen at start."""
     if tls is None:
         return []
-    props = " ".join(f"{key}={value}" for key, value in tls.listener_properties(listener).items())
+    props = " ".join(f"{key}={value}" for key, value in tls.ssl_properties().items())
     return [{"name": "KAFKAEXPOSE_TLS_PROPERTIES", "value": props}]
-
-
-def encrypted_protocol(protocol: str | None) -> str | None:
-    """What a settings-chosen protocol becomes (None: decided from the client listener at start)."""
-    return encrypted(protocol) if protocol else None

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.support.expectations import kafka_container, own_manifest
-from tests.support.imagesim import evaluate
+from tests.support.imagesim import Broker, evaluate
 from tests.support.podfactory import FIXTURES, load_render, pod_from_statefulset, statefulsets
 from tests.unit.core.test_reconcile import NS, broker_statefulset, exposed_pod
 from webhook.cli.render import render_text
@@ -49,14 +49,27 @@ TLS = parse_settings(
     }
 )
 
-# (where the broker comes from, its expected external protocol, its keystore) for every flavor.
+# (where the broker comes from, its keystore) for every flavor and mechanism; the external listener's
+# name and protocol come from the same broker without TLS (a fallback name where the chart serves
+# in-cluster on EXTERNAL; SASL_SSL where the client listener is SASL).
 CASES = [
-    ("render:bitnami-kafka-32.4.4-default", "SASL_SSL", "pem"),  # prepared file, SASL chart
-    ("render:incubator-kafka-0.21.5-default", "SSL", "pkcs12"),  # shell export, cp-kafka 5.0 (Kafka 2.0)
-    ("manifest:apache-kraft-env.yaml", "SSL", "pem"),  # env, apache/kafka 4.1
-    ("manifest:bitnami-legacy-env-sasl.yaml", "SASL_SSL", "pem"),  # env, SASL
-    ("manifest:confluent-env-existing-external.yaml", "SSL", "pem"),  # env, the chart's own EXTERNAL
+    ("render:bitnami-kafka-32.4.4-default", "pem"),  # prepared file, SASL chart
+    ("render:incubator-kafka-0.21.5-default", "pkcs12"),  # shell export, cp-kafka 5.0 (Kafka 2.0)
+    ("manifest:apache-kraft-env.yaml", "pem"),  # env, apache/kafka 4.1
+    ("manifest:bitnami-legacy-env-sasl.yaml", "pem"),  # env, SASL
+    ("manifest:confluent-env-existing-external.yaml", "pem"),  # env, the chart's own EXTERNAL
+    ("manifest:apache-env-incluster-external.yaml", "pem"),  # env, EXTERNAL in-cluster: a fallback name
+    ("manifest:bitnami-legacy-alias.yaml", "pem"),  # env, bitnami's legacy KAFKA_ aliases
+    ("manifest:wurstmeister-env.yaml", "pem"),  # env, wurstmeister's rule
+    ("manifest:start-command-override.yaml", "pem"),  # kafka-server-start.sh --override
+    ("manifest:per-pod-file-init.yaml", "pem"),  # per-pod file by an init container
+    ("manifest:shell-start-no-exec.yaml", "pem"),  # a shell script without exec
 ]
+
+
+def external_name(clear: Broker, host: str) -> str:
+    [name] = [n for n, entry in clear.advertised().items() if f"//{host}:" in entry]
+    return name
 
 
 def broker_pod(source: str) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
@@ -65,13 +78,14 @@ def broker_pod(source: str) -> tuple[dict[str, Any], list[dict[str, Any]] | None
         docs = load_render(name)
         sts = next(s for s in statefulsets(docs) if mutate(s, PLAIN, "kafka").plans)
         return pod_from_statefulset(sts, 1, "kafka"), docs
-    [sts] = own_manifest(name)
-    return pod_from_statefulset(sts, 1, "kafka"), None
+    docs = own_manifest(name)
+    [sts] = [d for d in docs if d.get("kind") == "StatefulSet"]
+    return pod_from_statefulset(sts, 1, "kafka"), (docs if len(docs) > 1 else None)
 
 
-@pytest.mark.parametrize(("source", "protocol", "keystore"), CASES)
+@pytest.mark.parametrize(("source", "keystore"), CASES)
 def test_every_flavor_serves_the_certificate_on_the_external_listener_only(
-    source: str, protocol: str, keystore: str
+    source: str, keystore: str
 ) -> None:
     pod, docs = broker_pod(source)
     decision = mutate(pod, TLS, "kafka")
@@ -82,15 +96,19 @@ def test_every_flavor_serves_the_certificate_on_the_external_listener_only(
     assert plan.tls is not None and plan.tls.keystore == keystore
     statefulset = plan.statefulset or ""
 
-    assert broker.protocol_map()["EXTERNAL"] == protocol
-    ours = plan.tls.listener_properties("EXTERNAL")
-    assert {k: v for k, v in broker.properties.items() if k.startswith("listener.name.external.ssl.")} == ours
-    assert ours["listener.name.external.ssl.client.auth"] == "required"
+    name = external_name(clear, f"{pod['metadata']['name']}.kafka.kafka.example.com")
+    scope = f"listener.name.{name.lower()}.ssl."
+    assert broker.protocol_map()[name] == (
+        "SASL_SSL" if clear.protocol_map()[name].startswith("SASL") else "SSL"
+    )
+    ours = plan.tls.listener_properties(name)
+    assert {k: v for k, v in broker.properties.items() if k.startswith(scope)} == ours
+    assert ours[scope + "client.auth"] == "required"
     # Everything else exactly as without TLS: other listeners, the chart's keystores, SASL carried over.
     assert broker.advertised() == clear.advertised() and broker.bound() == clear.bound()
-    others = {k: v for k, v in broker.protocol_map().items() if k != "EXTERNAL"}
-    assert others == {k: v for k, v in clear.protocol_map().items() if k != "EXTERNAL"}
-    unchanged = {k: v for k, v in clear.properties.items() if not k.startswith("listener.name.external.ssl.")}
+    others = {k: v for k, v in broker.protocol_map().items() if k != name}
+    assert others == {k: v for k, v in clear.protocol_map().items() if k != name}
+    unchanged = {k: v for k, v in clear.properties.items() if not k.startswith(scope)}
     assert {k: broker.properties.get(k) for k in unchanged if k != "listener.security.protocol.map"} == {
         k: v for k, v in unchanged.items() if k != "listener.security.protocol.map"
     }
