@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -38,7 +39,8 @@ from tests.kafka.test_brokers_smoke import (
 )
 from tests.support import certmanager, kafkarun
 from tests.support.controlplane import ControlPlane
-from tests.support.imagesim import container_env
+from tests.support.expectations import own_manifest
+from tests.support.imagesim import container_env, evaluate
 from tests.support.kafkarun import KafkaCluster, KafkaNode, LoadBalancer
 from tests.support.podfactory import load_render, pod_from_statefulset, statefulsets
 from tests.support.tlsutil import CA
@@ -73,27 +75,39 @@ BOOTSTRAP = f"kafka-broker.{NS}.kafka.example.com"
 
 
 @pytest.fixture(scope="module")
+def issuer(control_plane: ControlPlane) -> Iterator[tuple[client.ApiClient, bytes]]:
+    """cert-manager running with the CA ClusterIssuer; (an admin client, the CA's PEM)."""
+    with certmanager.running_cert_manager(control_plane), closing(control_plane.api_client()) as api:
+        ca = certmanager.bootstrap_ca_issuer(api)
+        core = client.CoreV1Api(api)
+        if NS not in {n.metadata.name for n in core.list_namespace().items}:
+            core.create_namespace({"metadata": {"name": NS}})
+        yield api, ca
+
+
+def issue(api: client.ApiClient, cert: dict[str, Any], mount: Path) -> Path:
+    """Apply a Certificate, wait until cert-manager issued it, write its Secret's files to `mount`
+    (what the kubelet mounts)."""
+    certmanager.apply(api, cert)
+    certmanager.wait_certificate_ready(api, NS, cert["metadata"]["name"])
+    for key, value in certmanager.secret_data(api, NS, cert["spec"]["secretName"]).items():
+        (mount / key).write_bytes(value)
+    return mount
+
+
+@pytest.fixture(scope="module")
 def issued(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Path, bytes]]:
-    """The broker StatefulSet's Certificate issued by cert-manager; (its Secret as mounted, the CA)."""
+    issuer: tuple[client.ApiClient, bytes], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, bytes]:
+    """The bitnami broker StatefulSet's Certificate issued by cert-manager; (its Secret as mounted, the CA)."""
+    api, ca = issuer
     sts = next(
         s
         for s in statefulsets(load_render("bitnami-kafka-32.4.4-brokers3"))
         if s["metadata"]["name"] == "kafka-broker"
     )
     [cert] = planned_objects(mutate(sts, SETTINGS, NS).plans, SETTINGS)
-    mount = tmp_path_factory.mktemp("kafka-expose-tls")
-    with certmanager.running_cert_manager(control_plane), closing(control_plane.api_client()) as api:
-        ca = certmanager.bootstrap_ca_issuer(api)
-        core = client.CoreV1Api(api)
-        if NS not in {n.metadata.name for n in core.list_namespace().items}:
-            core.create_namespace({"metadata": {"name": NS}})
-        certmanager.apply(api, cert)
-        certmanager.wait_certificate_ready(api, NS, cert["metadata"]["name"])
-        for key, value in certmanager.secret_data(api, NS, cert["spec"]["secretName"]).items():
-            (mount / key).write_bytes(value)  # what the kubelet mounts at /kafka-expose/tls
-        yield mount, ca
+    return issue(api, cert, tmp_path_factory.mktemp("kafka-expose-tls")), ca
 
 
 def broker_properties(ordinal: int, mount: Path, workdir: Path) -> tuple[dict[str, str], int]:
@@ -108,9 +122,8 @@ def broker_properties(ordinal: int, mount: Path, workdir: Path) -> tuple[dict[st
     [ours] = [c for c in pod["spec"]["initContainers"] if c["name"] == INIT_CONTAINER]
     env = {**container_env(pod, ours), "KAFKAEXPOSE_PROPERTIES": str(path), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(ours["command"], env=env, capture_output=True, text=True, check=True)
-    assert "advertising EXTERNAL" in done.stdout, done.stderr
     props = kafkarun.parse_properties(path.read_text())
-    assert props["listener.security.protocol.map"].endswith("EXTERNAL:SASL_SSL")
+    assert props["listener.security.protocol.map"].endswith("EXTERNAL:SASL_SSL"), done.stdout + done.stderr
     props = {k: v.replace(MOUNT_PATH, str(mount)) for k, v in props.items()}  # the kubelet's mount
     return props, int(env["KAFKAEXPOSE_CONTAINER_PORT"])
 
@@ -185,3 +198,90 @@ def refused(bootstrap: str, conf: dict[str, str]) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap, **conf, "log_level": "0"})
     with pytest.raises(KafkaException):
         admin.list_topics(timeout=15)
+
+
+# --------------------------------------------------------- clientAuth: required, an env-configured chart
+
+MTLS = SETTINGS.model_copy(update={"tls": SETTINGS.tls.model_copy(update={"client_auth": "required"})})
+
+
+def test_client_auth_required_refuses_a_client_without_the_issuers_certificate(
+    cluster_view: kafkarun.PrivateHosts,
+    kafka_dists: dict[str, kafkarun.KafkaDist],
+    issuer: tuple[client.ApiClient, bytes],
+    tmp_path: Path,
+) -> None:
+    """apache/kafka configured by env only (tests/manifests/apache-kraft-env.yaml, KRaft combined): the
+    env flavor's SSL listener with `ssl.client.auth=required` trusting the issuer's CA. A client with a
+    certificate from the issuer moves 10,000 messages; one without is refused."""
+    api, ca = issuer
+    hosts = cluster_view
+    [sts] = [d for d in own_manifest("apache-kraft-env.yaml") if d.get("kind") == "StatefulSet"]
+    [cert] = planned_objects(mutate(sts, MTLS, NS).plans, MTLS, replicas=3)
+    (tmp_path / "mount").mkdir()
+    (tmp_path / "client").mkdir()
+    mount = issue(api, cert, tmp_path / "mount")
+    outside = {
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "Certificate",
+        "metadata": {"name": "outside-client", "namespace": NS},
+        "spec": {
+            "secretName": "outside-client",
+            "commonName": "outside-client",
+            "usages": ["client auth", "digital signature", "key encipherment"],
+            "privateKey": {"algorithm": "RSA", "size": 2048, "encoding": "PKCS8"},
+            "issuerRef": {"name": certmanager.CA_ISSUER, "kind": "ClusterIssuer", "group": "cert-manager.io"},
+        },
+    }
+    client_files = issue(api, outside, tmp_path / "client")
+
+    ips = kafkarun.loopback_ips(3, start=141)
+    svc = f"kafka-headless.{NS}.svc"
+    voters = ",".join(f"{i}@kafka-{i}.{svc}:9093" for i in range(3))
+    nodes = []
+    for i, ip in enumerate(ips):
+        pod = mutate(pod_from_statefulset(sts, i, NS), MTLS, NS).result
+        props = {k: v.replace(MOUNT_PATH, str(mount)) for k, v in evaluate(pod, MTLS).properties.items()}
+        assert props["listener.security.protocol.map"].endswith("EXTERNAL:SSL")
+        assert props["listener.name.external.ssl.client.auth"] == "required"
+        # What the chart would also set and the manifest leaves to the image: identity, quorum, storage.
+        props |= {
+            "node.id": str(i),
+            "controller.quorum.voters": voters,
+            "log.dirs": "/var/lib/kafka/data",
+            "offsets.topic.replication.factor": "3",
+            "transaction.state.log.replication.factor": "3",
+            "transaction.state.log.min.isr": "2",
+            "group.initial.rebalance.delay.ms": "0",
+        }
+        nodes.append(KafkaNode(f"kafka-{i}", ip, props, hostnames=[f"kafka-{i}.{svc}"]))
+    hosts.update({f"kafka-{i}.{NS}.kafka.example.com": ip for i, ip in enumerate(ips)})
+    ca_file = tmp_path / "issuer-ca.crt"
+    ca_file.write_bytes(ca)
+    verified = {
+        "security.protocol": "SSL",
+        "ssl.ca.location": str(ca_file),
+        "ssl.endpoint.identification.algorithm": "https",
+    }
+    with_cert = {
+        **verified,
+        "ssl.certificate.location": str(client_files / "tls.crt"),
+        "ssl.key.location": str(client_files / "tls.key"),
+    }
+    started = time.monotonic()
+    cluster = KafkaCluster(kafka_dists["kraft"], tmp_path / "cluster", nodes, hosts=hosts)
+    cluster.prepare()
+    prepared = time.monotonic()
+    try:
+        cluster.start()
+        show(cluster, started, prepared)
+        bootstrap = f"kafka-0.{NS}.kafka.example.com:9094"
+        refused(bootstrap, verified)
+        exercise(
+            bootstrap,
+            {i: (f"kafka-{i}.{NS}.kafka.example.com", 9094) for i in range(3)},
+            with_cert,
+            N_MESSAGES,
+        )
+    finally:
+        timed_stop(cluster)
