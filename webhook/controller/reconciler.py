@@ -56,12 +56,12 @@ def _certificate_path(namespace: str, name: str | None = None) -> str:
 
 
 def _certificates(kube: Kube, namespace: str, tls_enabled: bool) -> list[dict[str, Any]]:
-    """The namespace's cert-manager Certificates; none when cert-manager is not installed and TLS is
-    off (with TLS on its absence is an error: the brokers wait for their Secret)."""
+    """The namespace's cert-manager Certificates; none when TLS is off and cert-manager is not installed
+    (404) or not granted (403); with TLS on either is an error (the brokers wait for their Secret)."""
     try:
         found, _ = kube.list_all(_certificate_path(namespace))
     except ApiError as error:
-        if error.status == 404 and not tls_enabled:
+        if error.status in (403, 404) and not tls_enabled:
             return []
         raise
     return found
