@@ -179,6 +179,7 @@ class Term:
                 conflict = isinstance(error, ApiError) and error.status == 409
                 if not conflict:
                     self.metrics.reconcile_errors.inc()
+                self.metrics.failures.labels(failure_mode(error)).inc()
                 log.log(
                     logging.INFO if conflict or self.stop.is_set() else logging.WARNING,
                     "reconcile failed, retrying",
@@ -196,6 +197,15 @@ class Term:
             finally:
                 self.metrics.reconcile_duration.observe(time.monotonic() - started)
                 self.queue.done(namespace)
+
+
+def failure_mode(error: Exception) -> str:
+    """The failure table's mode of a failed reconcile (README, Reliability: the controller's failures)."""
+    if not isinstance(error, ApiError):
+        return "unexpected"
+    if error.reason == "NotLeader":
+        return "lost-lease"
+    return "conflict" if error.status == 409 else "api"
 
 
 class Controller:
@@ -279,8 +289,11 @@ class Controller:
         self._elector_thread = elector
         elector.start()
         while not stop.wait(reload_interval):
-            if self.settings.reload_if_changed():
+            reloaded = self.settings.reload_if_changed()
+            if reloaded:
                 self.settings_changed()
+            elif reloaded is False:  # invalid: the previous settings keep running (config.py logs why)
+                self.metrics.failures.labels("settings-rejected").inc()
             if not elector.is_alive():
                 log.error("leader election stopped unexpectedly")
                 stop.set()

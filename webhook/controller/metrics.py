@@ -8,6 +8,7 @@ from webhook import __version__
 
 # The kinds of the actions metric: the writes the controller carries out.
 WRITES = ("create", "update", "replace", "delete", "report-address")
+FAILURE_MODES = ("api", "conflict", "lost-lease", "unexpected", "settings-rejected")
 
 
 class Metrics:
@@ -87,6 +88,18 @@ class Metrics:
             "Non-compliant Services the audit repaired (controller.audit.repair).",
             registry=self.registry,
         )
+        self.failures = Counter(
+            "kafka_expose_controller_failures",
+            "Failures by mode, each handled as the README's failure table says: api (a read or write "
+            "failed: retried with backoff), conflict (an object changed meanwhile: read again), "
+            "lost-lease (the rest of the reconcile was dropped), unexpected (a bug or an object the "
+            "planner cannot read: no write, retried with backoff), settings-rejected (the previous "
+            "settings keep running).",
+            ["mode"],
+            registry=self.registry,
+        )
+        for mode in FAILURE_MODES:
+            self.failures.labels(mode)
         for reason in ("cap", "quota"):
             self.refused.labels(reason)
         for kind in WRITES:

@@ -14,6 +14,7 @@ from webhook.controller.metrics import WRITES, Metrics
 from webhook.core.names import EXPOSED_LABEL, FIELD_MANAGER, LOAD_BALANCER
 from webhook.core.overrides import settings_for_namespace
 from webhook.core.reconcile import (
+    UNCHECKED,
     Action,
     AnnotationsIgnored,
     AuditViolation,
@@ -348,7 +349,8 @@ class Reconciler:
         for rule in action.rules:
             self._once(("audit", action.uid, rule), self.metrics.audit_violations.labels(rule))
         if not action.repair:
-            self.events.record(involved, "Warning", "PolicyViolation", action.reason)
+            reason = "PolicyUnchecked" if UNCHECKED in action.rules else "PolicyViolation"
+            self.events.record(involved, "Warning", reason, action.reason)
             return
         try:
             self.kube.json_patch(_service_path(action.namespace, action.service), action.repair)

@@ -874,6 +874,7 @@ def _capped(actions: list[Action], state: NamespaceState, settings: Settings) ->
 
 # ------------------------------------------------------------------------------------------ audit
 
+UNCHECKED = "unchecked"  # the audit's rule for a Service the policy check failed on
 EXTERNAL_DNS_PREFIX = EXTERNAL_DNS.rpartition("/")[0] + "/"  # hostname, internal-hostname, target...
 
 
@@ -901,12 +902,24 @@ def audit_services(state: NamespaceState, settings: Settings) -> list[AuditViola
             continue
         if _meta(service).get("deletionTimestamp"):
             continue
-        violations = policy.evaluate(
-            {**service, "kind": "Service"},
-            settings,
-            namespace=state.namespace,
-            load_balancers_in_namespace=None,
-        )
+        try:
+            violations = policy.evaluate(
+                {**service, "kind": "Service"},
+                settings,
+                namespace=state.namespace,
+                load_balancers_in_namespace=None,
+            )
+        except Exception as error:  # the check itself failed: reported as unchecked, never repaired
+            found.append(
+                AuditViolation(
+                    namespace=state.namespace,
+                    service=name_of(service),
+                    reason=f"Service {name_of(service)} could not be checked against the policy: {error!r}",
+                    uid=uid_of(service),
+                    rules=(UNCHECKED,),
+                )
+            )
+            continue
         violations = [v for v in violations if v.mode != "off"]
         if not violations:
             continue
