@@ -560,8 +560,9 @@ def drift(desired: Mapping[str, Any], observed: Mapping[str, Any], manager: str 
             reasons.append(f"port {_port_key(port)}")
     stale = owned_fields(observed, manager) - _fields_of(desired)
     reasons.extend(f"{section} {key} no longer planned" for section, key in sorted(stale))
-    if has_create_ownership(observed, manager):
-        reasons.append("field ownership of the create")
+    # The create's ownership (operation Update) is not drift by itself: it is converted to an apply's
+    # by the first Update that real drift needs (`convert_ownership`), so a Service that never drifts
+    # costs one write, its create (issue 19). Stale fields it owns are found above either way.
     return reasons
 
 

@@ -548,10 +548,13 @@ def test_owned_fields_read_managed_fields() -> None:
     assert owned_fields(services[0], manager="someone-else") == set()
 
 
-def test_ownership_left_by_the_create_is_converted() -> None:
+def test_ownership_left_by_the_create_is_converted_only_when_an_update_is_needed() -> None:
     sts = broker_statefulset()
     pods, services = steady(sts)
     services[0]["metadata"]["managedFields"][0]["operation"] = "Update"
+    plan = plan_namespace(state(pods, [sts], services), SETTINGS)
+    assert kinds(plan) == []  # a Service that does not drift costs its create, nothing more
+    services[0]["metadata"]["annotations"][AWS_INTERNAL] = "false"  # a hand edit: real drift
     plan = plan_namespace(state(pods, [sts], services), SETTINGS)
     assert kinds(plan) == [("update", "kafka-broker-0-external")]
     assert plan.actions[0].convert_ownership
