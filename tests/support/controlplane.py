@@ -91,6 +91,7 @@ DEFAULT_CONTROLLERS: tuple[str, ...] = (
     "root-ca-certificate-publisher-controller",  # kube-root-ca.crt ConfigMap
     "clusterrole-aggregation-controller",  # fills admin/edit/view ClusterRoles
     "persistentvolumeclaim-protection-controller",  # lets StatefulSet PVCs go with their namespace
+    "endpointslice-controller",  # EndpointSlices: what the load-balancer stand-in routes through
 )
 
 _LOOPBACK_NO_PROXY = ("127.0.0.1", "localhost", "::1")
