@@ -112,9 +112,29 @@ class Helm:
         ]
 
 
+NAMESPACES = ("eco-helm3", "eco-helm4", "eco-control", "eco-stock")
+STAND_IN_POD_IP = "192.0.2.10"  # TEST-NET-1 (RFC 5737): documentation only, never a target
+
+
+@pytest.fixture(scope="module")
+def bound_node_agent(control_plane: ControlPlane) -> Iterator[NodeAgentStandIn]:
+    """The kubelet stand-in binding this module's pods to a Node: the EndpointSlice controller
+    publishes only pods on a known Node (and then finishes their deletions, as a kubelet does).
+    The pod IP it reports is STAND_IN_POD_IP: the API server refuses loopback addresses in
+    EndpointSlices, and nothing ever connects to it (the LB stand-in maps the endpoint's pod to
+    its loopback address on the pod network stand-in)."""
+    agent = NodeAgentStandIn(
+        control_plane, NAMESPACES, node_name="ecosystem-node", pod_ip=STAND_IN_POD_IP
+    ).start()
+    try:
+        yield agent
+    finally:
+        agent.stop()
+
+
 @pytest.fixture(scope="module")
 def eco(
-    control_plane: ControlPlane, node_agent: NodeAgentStandIn, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane, bound_node_agent: NodeAgentStandIn, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ecosystem.Ecosystem]:
     try:
         world = ecosystem.Ecosystem(tmp_path_factory.mktemp("ecosystem"), control_plane, DOMAIN)
@@ -200,6 +220,12 @@ def record_name(key: str) -> str:
     return ".".join(reversed(labels))
 
 
+def only_stale_bootstrap(eco: ecosystem.Ecosystem, namespace: str, bootstrap: str) -> bool:
+    """No record under the namespace but, at most, A records of the bootstrap name without owner."""
+    left = names_under(eco, namespace)
+    return all(record_name(k) == bootstrap and not v.get("text") for k, v in left.items())
+
+
 def assert_owned(eco: ecosystem.Ecosystem, namespace: str) -> None:
     """external-dns's TXT registry: ownership records for the namespace's names, served over DNS."""
     txt = {record_name(k): v["text"] for k, v in names_under(eco, namespace).items() if v.get("text")}
@@ -265,12 +291,19 @@ def test_external_dns_publishes_what_the_post_rendered_chart_exposes(
         ecosystem.wait_until(lambda: ecosystem.query(eco.dns.address, gone)[0] == 3, SYNC, f"{gone} NXDOMAIN")
         assert not [k for k in names_under(eco, namespace) if record_name(k).endswith(gone)]
 
-        # uninstall: every Service gone, and with them every record (A and TXT) under the namespace
+        # uninstall: every Service gone, and with them every broker's records and every ownership
+        # (TXT) record under the namespace
         helm("uninstall", "tiny", "-n", namespace)
         assert lb_services(api, namespace) == {}
-        ecosystem.wait_until(lambda: names_under(eco, namespace) == {}, SYNC, "no records left")
-        for name in [*records, bootstrap]:
+        ecosystem.wait_until(lambda: only_stale_bootstrap(eco, namespace, bootstrap), SYNC, "records removed")
+        for name in records:
             assert ecosystem.query(eco.dns.address, name)[0] == 3, name  # NXDOMAIN
+        stale = names_under(eco, namespace)
+        if stale:
+            # external-dns v0.20.0's coredns provider deletes one etcd key per name, so of a name with
+            # several targets (the bootstrap name) all but one A record stay behind, unowned
+            # (README, "DNS"); the test shows it rather than hide it
+            print(f"[ecosystem] left behind by external-dns's coredns provider: {stale}")
     except BaseException:
         print(eco.diagnostics())
         raise
@@ -358,7 +391,10 @@ def test_stock_render_as_a_chart_through_the_helm4_plugin(
         assert_owned(eco, namespace)
         helm("uninstall", "kafka", "-n", namespace)
         assert lb_services(api, namespace) == {}
-        ecosystem.wait_until(lambda: names_under(eco, namespace) == {}, SYNC, "no records left")
+        bootstrap = f"bootstrap.{namespace}.{DOMAIN}"
+        ecosystem.wait_until(lambda: only_stale_bootstrap(eco, namespace, bootstrap), SYNC, "records removed")
+        for broker in brokers:
+            assert ecosystem.query(eco.dns.address, f"{broker}.{namespace}.{DOMAIN}")[0] == 3, broker
     except BaseException:
         print(eco.diagnostics())
         raise

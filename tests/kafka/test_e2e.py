@@ -46,12 +46,11 @@ import kubernetes.client
 import pytest
 from kubernetes.client.rest import ApiException
 
-from tests.support import kafkarun
+from tests.support import ecosystem, kafkarun
 from tests.support.controlplane import ControlPlane
 from tests.support.e2e import (
     BrokerConfig,
     CloudLoadBalancerStandIn,
-    ExternalDnsStandIn,
     OutsideView,
     PodNetworkStandIn,
     broker_config,
@@ -91,7 +90,7 @@ class World:
     outside: OutsideView
     pod_network: PodNetworkStandIn
     cloud: CloudLoadBalancerStandIn
-    dns: ExternalDnsStandIn
+    dns: ecosystem.Ecosystem
     controller: ControllerProcess
     namespaces: set[str] = field(default_factory=set)
 
@@ -129,10 +128,8 @@ def world(
         cloud = CloudLoadBalancerStandIn(control_plane.api_client(), namespaces, LB_POOL, pod_network)
         stack.callback(cloud.stop)
         cloud.start()
-        outside = OutsideView(workdir / "outside")
-        dns = ExternalDnsStandIn(control_plane.api_client(), namespaces, outside.hosts)
-        stack.callback(dns.stop)
-        dns.start()
+        dns = stack.enter_context(ecosystem.Ecosystem(workdir / "ecosystem", control_plane, DOMAIN))
+        outside = OutsideView(workdir / "outside", dns.dns.address)
         print(
             f"\n[timing] webhook registered, controller and stand-ins started in {time.monotonic() - started:.1f}s"
         )
@@ -149,9 +146,8 @@ def world(
             controller=controller,
             namespaces=namespaces,
         )
-        for stand_in in (cloud, dns):
-            if stand_in.errors:
-                print(f"[e2e] {stand_in.name} errors (retried): {stand_in.errors[-5:]}")
+        if cloud.errors:
+            print(f"[e2e] {cloud.name} errors (retried): {cloud.errors[-5:]}")
     print(f"[timing] e2e world torn down; {time.monotonic() - started:.1f}s in all")
 
 
@@ -249,7 +245,8 @@ def wait_for_load_balancers(world: World, installed: Installed, brokers: list[st
             annotations = pods[pod]["metadata"].get("annotations") or {}
             if annotations.get(LB_ANNOTATION) != balancers[pod].address:
                 return None
-            if world.dns.records.get(f"{pod}.{ns}.{DOMAIN}") != balancers[pod].address:
+            # what the DNS server answers: the record the real external-dns wrote
+            if world.dns.dns.a(f"{pod}.{ns}.{DOMAIN}") != [balancers[pod].address]:
                 return None
         return {"services": services, "balancers": balancers, "pods": pods}
 
@@ -540,7 +537,8 @@ def test_namespace_not_opted_in_gives_an_outside_client_no_way_in(world: World) 
         # By now the controller has reconciled several times (resync 5 s): still no load balancer.
         lbs = [s for s in list_objects(world.api, "services", ns) if s["spec"].get("type") == "LoadBalancer"]
         assert lbs == [] and world.cloud.in_namespace(ns) == [], lbs
-        assert not [n for n in world.dns.records if n.endswith(f".{ns}.{DOMAIN}")], world.dns.records
+        published = world.dns.dns.published()
+        assert not [n for n in published if n.endswith(f".{ns}.{DOMAIN}")], published
         client = running.configs[brokers[0]]
         client_port = next(
             x.port for x in kafkarun.parse_listeners(client.properties["listeners"]) if x.name == "CLIENT"

@@ -17,13 +17,12 @@ Stand-ins (each one is named so, and does only what its real counterpart does):
   the Service's EndpointSlices (written by the real EndpointSlice controller), as kube-proxy
   routes: the one ready endpoint's pod and the port the slice names for that Service port. A
   wrong targetPort or selector leaves the broker unreachable.
-* `ExternalDnsStandIn`, for external-dns: the `external-dns.alpha.kubernetes.io/hostname`
-  annotation of a Service that has a load-balancer address -> `address name` records in the
-  OUTSIDE view's hosts file.
-* `OutsideView`: a client outside the cluster. Its own hosts file (localhost plus what the
-  external-dns stand-in wrote, nothing of the cluster DNS) is bind-mounted over /etc/hosts of the
-  client process inside `unshare --mount`; the client is `python -m tests.e2e client ...`
-  (confluent-kafka), which prints one JSON line.
+* external-dns and the DNS server are NOT stood in for: the real external-dns writes the records
+  into a real CoreDNS (tests/support/ecosystem.py).
+* `OutsideView`: a client outside the cluster, whose only resolver is that DNS server (its own
+  /etc/resolv.conf and an /etc/hosts with only localhost, bind-mounted inside `unshare --mount`);
+  the client is `python -m tests.support.e2e client ...` (confluent-kafka), which prints one JSON
+  line.
 
 Never is the machine's /etc/hosts edited.
 """
@@ -49,7 +48,6 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-EXTERNAL_DNS = "external-dns.alpha.kubernetes.io/hostname"
 STS_POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 CLUSTER_DOMAIN = "cluster.local"
 
@@ -311,55 +309,22 @@ class CloudLoadBalancerStandIn(_Poller):
             self._drop(key, "stopped")
 
 
-class ExternalDnsStandIn(_Poller):
-    """STAND-IN for external-dns (not part of kafka-expose): for every Service in `namespaces` that
-    has a load-balancer address and the `external-dns.alpha.kubernetes.io/hostname` annotation, an
-    `address name` record for each name in the annotation, in the outside view's hosts file."""
-
-    name = "external-dns-stand-in"
-
-    def __init__(self, api: Any, namespaces: set[str], zone: Any, interval: float = 0.3) -> None:
-        super().__init__(interval)
-        self.api, self.namespaces, self.zone = api, namespaces, zone  # zone: kafkarun.PrivateHosts
-        self.records: dict[str, str] = {}
-
-    def step(self) -> None:
-        wanted: dict[str, str] = {}
-        for namespace in sorted(self.namespaces):
-            for service in list_objects(self.api, "services", namespace):
-                names = ((service["metadata"].get("annotations") or {}).get(EXTERNAL_DNS) or "").split(",")
-                ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-                address = next((i.get("ip") for i in ingress if i.get("ip")), None)
-                if address:
-                    wanted.update({n.strip(): address for n in names if n.strip()})
-        new = {n: ip for n, ip in wanted.items() if self.records.get(n) != ip}
-        if new:
-            self.zone.update(new)
-            self.records.update(new)
-            for name, ip in sorted(new.items()):
-                _log(f"external-dns-stand-in: {name} -> {ip}")
-
-
 # -------------------------------------------------------------------------------------- outside view
 
 
 class OutsideView:
-    """Name resolution of a client outside the cluster: `hosts` (a file with localhost and what the
-    external-dns stand-in writes) bind-mounted over /etc/hosts of the client process only."""
+    """Name resolution of a client outside the cluster: the real DNS server external-dns writes to
+    (tests/support/ecosystem.py) is its only resolver, in a mount namespace of its own whose
+    /etc/resolv.conf names that server and whose /etc/hosts names only localhost."""
 
-    def __init__(self, directory: Path) -> None:
-        from tests.support import kafkarun
-
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "hosts"
-        self.path.write_text("127.0.0.1 localhost\n::1 localhost ip6-localhost\n")
-        self.hosts = kafkarun.PrivateHosts(self.path)
+    def __init__(self, directory: Path, dns_server: str) -> None:
+        self.directory, self.dns_server = directory, dns_server
 
     def argv(self, *words: str) -> list[str]:
-        from tests.support import kafkarun
+        from tests.support import ecosystem
 
-        return kafkarun.wrap_private_hosts_argv(
-            self.path, [sys.executable, "-m", "tests.support.e2e", *words]
+        return ecosystem.resolver_argv(
+            self.directory, self.dns_server, [sys.executable, "-m", "tests.support.e2e", *words]
         )
 
     def run_client(self, request: Mapping[str, Any], timeout: float = 240) -> dict[str, Any]:

@@ -297,6 +297,15 @@ class DnsServer:
             kvs = json.loads(r.read()).get("kvs") or []
         return {base64.b64decode(kv["key"]).decode(): json.loads(base64.b64decode(kv["value"])) for kv in kvs}
 
+    def published(self) -> dict[str, str]:
+        """name -> address of every A record in the zone (first one of a name), from the etcd."""
+        out: dict[str, str] = {}
+        for key, record in sorted(self.records().items()):
+            if record.get("host"):
+                labels = key[len(SKYDNS_PREFIX) :].split("/")[:-1]
+                out.setdefault(".".join(reversed(labels)), str(record["host"]))
+        return out
+
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(kafkarun.tail(self.workdir / name, lines) for name in ("coredns.log", "etcd.log"))
 
