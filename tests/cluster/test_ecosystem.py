@@ -25,7 +25,7 @@ from kubernetes.client import ApiException
 
 from tests.support import ecosystem
 from tests.support.controlplane import REPO_ROOT, ControlPlane, NodeAgentStandIn
-from tests.support.e2e import CloudLoadBalancerStandIn, PodNetworkStandIn, list_objects
+from tests.support.e2e import CloudLoadBalancerStandIn, PodNetworkStandIn, bound_node_agent, list_objects
 from tests.support.webhookcluster import ensure_namespace
 
 pytestmark = pytest.mark.cluster
@@ -113,19 +113,11 @@ class Helm:
 
 
 NAMESPACES = ("eco-helm3", "eco-helm4", "eco-control", "eco-stock")
-STAND_IN_POD_IP = "192.0.2.10"  # TEST-NET-1 (RFC 5737): documentation only, never a target
 
 
 @pytest.fixture(scope="module")
-def bound_node_agent(control_plane: ControlPlane) -> Iterator[NodeAgentStandIn]:
-    """The kubelet stand-in binding this module's pods to a Node: the EndpointSlice controller
-    publishes only pods on a known Node (and then finishes their deletions, as a kubelet does).
-    The pod IP it reports is STAND_IN_POD_IP: the API server refuses loopback addresses in
-    EndpointSlices, and nothing ever connects to it (the LB stand-in maps the endpoint's pod to
-    its loopback address on the pod network stand-in)."""
-    agent = NodeAgentStandIn(
-        control_plane, NAMESPACES, node_name="ecosystem-node", pod_ip=STAND_IN_POD_IP
-    ).start()
+def node_agent_with_node(control_plane: ControlPlane) -> Iterator[NodeAgentStandIn]:
+    agent = bound_node_agent(control_plane, NAMESPACES, "ecosystem-node")
     try:
         yield agent
     finally:
@@ -134,7 +126,9 @@ def bound_node_agent(control_plane: ControlPlane) -> Iterator[NodeAgentStandIn]:
 
 @pytest.fixture(scope="module")
 def eco(
-    control_plane: ControlPlane, bound_node_agent: NodeAgentStandIn, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane,
+    node_agent_with_node: NodeAgentStandIn,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ecosystem.Ecosystem]:
     try:
         world = ecosystem.Ecosystem(tmp_path_factory.mktemp("ecosystem"), control_plane, DOMAIN)

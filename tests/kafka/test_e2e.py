@@ -53,6 +53,7 @@ from tests.support.e2e import (
     CloudLoadBalancerStandIn,
     OutsideView,
     PodNetworkStandIn,
+    bound_node_agent,
     broker_config,
     list_objects,
     secret_data,
@@ -77,6 +78,7 @@ DOMAIN = "kafka.example.com"
 MESSAGES = 10_000
 LB_POOL = (f"127.0.0.{n}" for n in itertools.count(11))  # the cloud stand-in's addresses, never reused
 EXPOSED_LABEL = "kafka-expose.io/exposed"
+BROKER_NAMESPACES = ("kafka", "kafka-optout", "incubator")  # every namespace a test installs into
 LB_ANNOTATION = "kafka-expose.io/load-balancer"
 
 
@@ -117,6 +119,10 @@ def world(
             stack.callback(shutil.rmtree, workdir, True)
         else:
             print(f"\n[e2e] keeping {workdir} (KAFKA_EXPOSE_KEEP_TMP=1)")
+        # the brokers' pods on a Node, so that the EndpointSlice controller publishes them; stopped
+        # after the namespaces are gone (it finishes the deletion of the pods it bound)
+        agent = bound_node_agent(control_plane, BROKER_NAMESPACES, "e2e-node")
+        stack.callback(agent.stop)
         stack.callback(delete_namespaces, api, namespaces)
         webhook = RegisteredWebhook(api)
         namespaces.add(probe_namespace)

@@ -124,7 +124,23 @@ def service_dns_names(service: str, namespace: str) -> list[str]:
     ]
 
 
-# -------------------------------------------------------------------------- cloud LB and external-dns
+#: The pod IP the kubelet stand-in reports for pods it binds (`bound_node_agent`): TEST-NET-1
+#: (RFC 5737), documentation only, never a target. The API server refuses loopback addresses in
+#: EndpointSlices; nothing connects to it (the LB stand-in maps an endpoint's pod to its address on
+#: the pod network stand-in).
+STAND_IN_POD_IP = "192.0.2.10"
+
+
+def bound_node_agent(control_plane: Any, namespaces: Sequence[str], node: str) -> Any:
+    """A kubelet stand-in (tests/support/controlplane.py) for `namespaces` that binds their pods to
+    the Node `node`: the EndpointSlice controller publishes only pods on a known Node with a
+    non-loopback IP (and the agent then finishes their deletions, as a kubelet does). Started."""
+    from tests.support.controlplane import NodeAgentStandIn
+
+    return NodeAgentStandIn(control_plane, namespaces, node_name=node, pod_ip=STAND_IN_POD_IP).start()
+
+
+# ---------------------------------------------------------------------------------- cloud LB
 
 
 @dataclass
