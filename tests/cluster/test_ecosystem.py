@@ -26,6 +26,7 @@ from kubernetes.client import ApiException
 from tests.support import ecosystem
 from tests.support.controlplane import REPO_ROOT, ControlPlane, NodeAgentStandIn
 from tests.support.e2e import CloudLoadBalancerStandIn, PodNetworkStandIn, bound_node_agent, list_objects
+from tests.support.podfactory import FIXTURES
 from tests.support.webhookcluster import ensure_namespace
 
 pytestmark = pytest.mark.cluster
@@ -39,7 +40,7 @@ bootstrapHostTemplate: "bootstrap.{{namespace}}.{{domain}}"
 loadBalancer:
   cloud: aws
 """
-STOCK_RENDER = Path("/work/shared/fixtures/charts/bitnami-kafka-32.4.4-brokers3.yaml")
+STOCK_RENDER = FIXTURES / "bitnami-kafka-32.4.4-brokers3.yaml"
 SYNC = 60  # seconds for external-dns (2 s interval, events) to follow a change
 
 # A chart the way charts are written: no namespace in its objects (Helm's -n decides).
