@@ -6,18 +6,20 @@ broker's own load balancer and DNS name.
    plane (etcd, kube-apiserver, kube-controller-manager); the StatefulSet controller creates the
    pods through the webhook (`kafka-expose serve`, registered as the manifests register it); the
    controller (`kafka-expose controller`) creates one LoadBalancer Service per broker.
-2. Stand-ins, named so (tests/e2e.py): the cloud's load-balancer controller gives each Service a
-   loopback address (127.0.0.11, .12, ...) and forwards its port to the pod IP and targetPort READ
-   FROM THE SERVICE; external-dns turns the Services' hostname annotations into records of the
-   OUTSIDE view; the cluster DNS resolves the pods' headless-Service names for the brokers; the CNI
-   gives each pod its own loopback address as pod IP.
+2. Stand-ins, named so (tests/support/e2e.py): the cloud's load-balancer controller gives each
+   Service a loopback address (127.0.0.11, .12, ...) in its status and forwards its port through
+   the Service's EndpointSlices (written by the real EndpointSlice controller); the cluster DNS
+   resolves the pods' headless-Service names for the brokers; the CNI gives each pod its own
+   loopback address as pod IP. NOT stood in for: external-dns (the real one, `--source=service`,
+   TXT registry, `coredns` provider) and the DNS server (CoreDNS over etcd) it writes to
+   (tests/support/ecosystem.py).
 3. One real Kafka process per Kafka pod (Kafka 4.1 KRaft for bitnami/kafka 32.4.4, Kafka 3.9 in
    ZooKeeper mode for incubator/kafka 0.21.5), configured from the pod AS STORED by the API server
    after mutation, evaluated as its image would (tests/imagesim.py) plus the chart's own init steps.
    Rewritten, and printed, is only what cannot exist here: data directories, the bind address of
    each listener (the pod's IP), and quorum / ZooKeeper addresses where they could not resolve.
-4. The client (confluent-kafka, in its own mount namespace whose /etc/hosts has only what the
-   external-dns stand-in wrote) bootstraps from one broker's DNS name, gets every broker's
+4. The client (confluent-kafka, in its own mount namespace whose /etc/resolv.conf names only
+   that CoreDNS, and whose /etc/hosts names only localhost) bootstraps from one broker's DNS name, gets every broker's
    `<pod>.<namespace>.kafka.example.com:9094` in metadata, creates a topic with a partition led by
    every broker (replication factor 3), produces 10,000 keyed messages with acks=all, consumes them
    all back, and nothing is lost or duplicated; every broker's load balancer carried connections.
