@@ -23,6 +23,13 @@ import kubernetes.client
 import pytest
 from kubernetes.client import ApiException
 
+from tests.cluster.controller_fixtures import (
+    OPT_IN_LABEL,
+    Controller,
+    broker_statefulset,
+    create_objects,
+    running,
+)
 from tests.support import ecosystem
 from tests.support.controlplane import REPO_ROOT, ControlPlane, NodeAgentStandIn
 from tests.support.e2e import CloudLoadBalancerStandIn, PodNetworkStandIn, bound_node_agent, list_objects
@@ -113,7 +120,7 @@ class Helm:
         ]
 
 
-NAMESPACES = ("eco-helm3", "eco-helm4", "eco-control", "eco-stock")
+NAMESPACES = ("eco-helm3", "eco-helm4", "eco-control", "eco-stock", "eco-optout")
 
 
 @pytest.fixture(scope="module")
@@ -402,3 +409,42 @@ def test_the_plugin_is_a_helm4_postrenderer_v1_plugin(control_plane: ControlPlan
     listed = helm("plugin", "list").stdout
     assert "kafka-expose-render" in listed and "postrenderer/v1" in listed, listed
     assert shutil.which("unshare"), "the outside resolver needs util-linux unshare"
+
+
+def test_a_namespace_opting_out_loses_its_names(
+    control_plane: ControlPlane,
+    eco: ecosystem.Ecosystem,
+    cloud: CloudLoadBalancerStandIn,
+    settings_file: Path,
+    tmp_path: Path,
+) -> None:
+    """The webhook's path: brokers whose pods are exposed, `kafka-expose controller` making their
+    Services; external-dns publishes them; the namespace drops the opt-in label, the controller
+    deletes the Services, and external-dns their names."""
+    api = control_plane.api_client()
+    namespace = "eco-optout"
+    ensure_namespace(api, namespace, opted_in=True)
+    cloud.namespaces.add(namespace)
+    brokers = ["kafka-broker-0", "kafka-broker-1"]
+    with running(Controller(control_plane, settings_file, namespace, tmp_path)) as (controller,):
+        try:
+            create_objects(control_plane, [broker_statefulset(namespace, replicas=2)])
+            ecosystem.wait_until(
+                lambda: published(eco, api, namespace, brokers), SYNC, "records of 2 brokers"
+            )
+            assert_owned(eco, namespace)
+            kubernetes.client.CoreV1Api(api).patch_namespace(
+                namespace, {"metadata": {"labels": {OPT_IN_LABEL: None}}}
+            )
+            ecosystem.wait_until(lambda: lb_services(api, namespace) == {}, SYNC, "Services deleted")
+            bootstrap = f"bootstrap.{namespace}.{DOMAIN}"
+            ecosystem.wait_until(
+                lambda: only_stale_bootstrap(eco, namespace, bootstrap), SYNC, "records removed"
+            )
+            for broker in brokers:
+                assert ecosystem.query(eco.dns.address, f"{broker}.{namespace}.{DOMAIN}")[0] == 3, broker
+        except BaseException:
+            print(eco.diagnostics(), controller.log(), sep="\n")
+            raise
+        finally:
+            cloud.namespaces.discard(namespace)
