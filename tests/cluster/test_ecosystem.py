@@ -40,7 +40,6 @@ pytestmark = pytest.mark.cluster
 
 DOMAIN = "kafka.example.com"
 EXTERNAL_DNS = "external-dns.alpha.kubernetes.io/hostname"
-PLUGIN_DIR = REPO_ROOT / "plugins" / "kafka-expose-render"
 SETTINGS = f"""\
 domain: {DOMAIN}
 bootstrapHostTemplate: "bootstrap.{{namespace}}.{{domain}}"
@@ -104,7 +103,8 @@ class Helm:
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.binary), "--kubeconfig", str(self.cp.kubeconfig_path), *args]
-        proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=180)
+        # from the checkout, as the README's lines are written (relative plugin paths)
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=180)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc
@@ -115,7 +115,7 @@ class Helm:
             return ["--post-renderer", "kafka-expose-render", f"--post-renderer-args=--config={settings}"]
         return [
             "--post-renderer",
-            str(PLUGIN_DIR / "kafka-expose-render"),
+            "./plugins/kafka-expose-render/kafka-expose-render",
             f"--post-renderer-args=--config={settings}",
         ]
 
@@ -174,7 +174,7 @@ def helm_for(name: str, control_plane: ControlPlane, home: Path) -> Helm:
         helm = Helm(name, ecosystem.tool_path("helm4"), control_plane, home)
     except ecosystem.EcosystemMissing as err:
         pytest.fail(str(err), pytrace=False)
-    out = helm("plugin", "install", str(PLUGIN_DIR))
+    out = helm("plugin", "install", "./plugins/kafka-expose-render")
     assert "kafka-expose-render" in out.stdout + out.stderr, out
     return helm
 
