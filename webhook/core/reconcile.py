@@ -903,12 +903,12 @@ def audit_services(state: NamespaceState, settings: Settings) -> list[AuditViola
         if _meta(service).get("deletionTimestamp"):
             continue
         try:
-            violations = policy.evaluate(
+            violations = policy.assess(
                 {**service, "kind": "Service"},
                 settings,
                 namespace=state.namespace,
                 load_balancers_in_namespace=None,
-            )
+            ).violations
         except Exception as error:  # the check itself failed: reported as unchecked, never repaired
             found.append(
                 AuditViolation(
@@ -920,7 +920,7 @@ def audit_services(state: NamespaceState, settings: Settings) -> list[AuditViola
                 )
             )
             continue
-        violations = [v for v in violations if v.mode != "off"]
+        violations = tuple(v for v in violations if v.mode != "off")
         if not violations:
             continue
         rules = tuple(dict.fromkeys(v.rule for v in violations))
