@@ -355,7 +355,7 @@ def test_one_leader_and_a_takeover_once_the_lease_expires(
         last_term = lease_spec(api, lease_namespace, lease)  # the killed leader renews no more
         # How soon the follower takes over depends on the machine's load; that it waits for the
         # lease to expire, and takes a released one at once, is checked with a clock of its own in
-        # tests/unit/test_reconcile.py (test_leader_election_one_leader_takeover_and_release).
+        # tests/unit/core/test_reconcile.py (test_leader_election_one_leader_takeover_and_release).
         wait_for(
             lambda: lease_holder(api, lease_namespace, lease) == follower.identity,
             timeout=LEASE_DURATION + 120,

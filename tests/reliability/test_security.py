@@ -6,13 +6,13 @@ guesses; /metrics, /readyz after a rejected settings file); the logs never hold 
 object content; the locks pin every package with hashes; pip-audit when its service is reachable.
 
 Elsewhere, and checked to still exist by `test_the_other_security_checks_exist`:
-* least-privilege RBAC: tests/unit/test_manifests.py (no wildcard, exactly what the server and the
+* least-privilege RBAC: tests/unit/install/test_manifests.py (no wildcard, exactly what the server and the
   controller use) and tests/cluster/test_manifests_cluster.py (the ServiceAccount, against the real
   API server, can do what it needs and nothing more);
-* non-root, read-only root filesystem, restricted Pod Security Standard: tests/unit/test_manifests.py,
-  tests/unit/test_dockerfile.py and tests/cluster/test_manifests_cluster.py;
+* non-root, read-only root filesystem, restricted Pod Security Standard: tests/unit/install/test_manifests.py,
+  tests/unit/install/test_dockerfile.py and tests/cluster/test_manifests_cluster.py;
 * a namespace cannot take another namespace's domain or a cloud preset it is not allowed:
-  tests/unit/test_policy.py and tests/cluster/test_policy_cluster.py.
+  tests/unit/core/test_policy.py and tests/cluster/test_policy_cluster.py.
 """
 
 from __future__ import annotations
@@ -342,20 +342,20 @@ def test_dependencies_are_audited() -> None:
 # --- what other tests check ----------------------------------------------------------------------------
 
 ELSEWHERE = {
-    "tests/unit/test_manifests.py": [
+    "tests/unit/install/test_manifests.py": [
         "test_rbac_has_no_wildcard_nor_cluster_admin",
         "test_base_rbac_is_exactly_what_the_server_and_controller_use",
         "test_security_context",
         "test_namespace_enforces_the_restricted_pod_security_standard",
         "test_failure_policy_is_documented",
     ],
-    "tests/unit/test_dockerfile.py": ["test_runs_as_a_numeric_non_root_user_that_exists"],
+    "tests/unit/install/test_dockerfile.py": ["test_runs_as_a_numeric_non_root_user_that_exists"],
     "tests/cluster/test_manifests_cluster.py": [
         "test_service_account_can_do_what_the_server_and_controller_do",
         "test_service_account_cannot_do_more",
         "test_pod_template_passes_the_restricted_pod_security_standard",
     ],
-    "tests/unit/test_policy.py": [
+    "tests/unit/core/test_policy.py": [
         "test_a_namespace_cannot_take_another_namespace_s_domain",
         "test_refused_overrides_keep_the_platform_default",
     ],

@@ -11,11 +11,17 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from webhook import __version__
+
 # sub-command -> (module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("webhook.cli.render", "Helm post-renderer: expose the brokers of manifests on stdin"),
     "explain": ("webhook.cli.explain", "show, per broker, what it will advertise or why it is not exposed"),
     "check": ("webhook.cli.check", "evaluate the policy offline on manifests (exit 1 on violations)"),
+    "status": (
+        "webhook.cli.status",
+        "every broker of every opted-in namespace: exposed how, and what needs a person",
+    ),
     "serve": ("webhook.server.process", "run the admission webhook server (gunicorn + Flask, TLS)"),
     "controller": ("webhook.cli.controller", "run the per-broker LoadBalancer controller"),
     "certs": ("webhook.cli.certs", "certificate tooling (generate a CA and a serving certificate)"),
@@ -28,6 +34,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="kafka-expose",
         description="Expose every broker of an unmodified Kafka chart through its own internal LoadBalancer.",
     )
+    parser.add_argument("--version", action="version", version=f"kafka-expose {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
@@ -39,7 +46,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
-    chosen = words[0] if words and words[0] in COMMANDS else "-"
+    chosen = words[0] if words and words[0] in COMMANDS else "-"  # "-": no sub-command module imported
     args = build_parser(only=chosen).parse_args(words)
     module = importlib.import_module(args.module)
     code: int = module.run(args)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from webhook import __version__
 
 # The kinds of the actions metric: the writes the controller carries out.
 WRITES = ("create", "update", "replace", "delete", "report-address")
@@ -15,6 +17,13 @@ class Metrics:
     def __init__(self) -> None:
 
         self.registry = CollectorRegistry()
+        self.build_info = Gauge(
+            "kafka_expose_build_info",
+            "Always 1: the version of kafka-expose this process runs.",
+            ["version", "component"],
+            registry=self.registry,
+        )
+        self.build_info.labels(__version__, "controller").set(1)
         self.services_managed = Gauge(
             "kafka_expose_controller_services_managed",
             "LoadBalancer Services managed by kafka-expose, as seen by the leader's watch.",
@@ -95,6 +104,3 @@ class Metrics:
             self.refused.labels(reason)
         for kind in WRITES:
             self.actions.labels(kind)
-
-    def serve(self, port: int, address: str) -> None:
-        start_http_server(port, addr=address, registry=self.registry)

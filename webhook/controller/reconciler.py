@@ -35,6 +35,7 @@ from webhook.core.reconcile import (
     unexposed_pod_selectors,
 )
 from webhook.core.services import is_managed
+from webhook.core.settings import Settings
 from webhook.kube.client import ApiError, Kube
 from webhook.kube.events import EventRecorder
 
@@ -46,6 +47,49 @@ APPLY_CONFLICT = "Apply failed with"
 
 def _service_path(namespace: str, name: str) -> str:
     return Kube.path("v1", "services", namespace, name)
+
+
+def observe(
+    kube: Kube,
+    namespace: str,
+    platform: Settings,
+    pending_deletions: Mapping[str, float],
+    now: float,
+) -> tuple[NamespaceState, Settings] | None:
+    """Read one namespace fresh: what the planner needs, and the namespace's effective settings.
+    None when there is nothing to reconcile (gone or going, or not opted in and nothing of ours).
+    `kafka-expose status` reads the same way, so it reports what the controller would do."""
+    namespace_obj = kube.get(Kube.path("v1", "namespaces", name=namespace))
+    if namespace_obj is None or (namespace_obj.get("metadata") or {}).get("deletionTimestamp"):
+        return None  # gone or going: the namespace controller deletes what is in it
+    # The namespace's allowed overrides (kafka-expose.io/cloud, .../domain), as the webhook applies
+    # them to its pods; a refused one keeps the platform default (the webhook warns about it).
+    annotations = (namespace_obj.get("metadata") or {}).get("annotations")
+    settings, _refused = settings_for_namespace(
+        platform, annotations if isinstance(annotations, dict) else None, namespace
+    )
+    opted_in = is_opted_in(namespace_obj)
+    services, _ = kube.list_all(Kube.path("v1", "services", namespace))
+    if not opted_in and not any(is_managed(s) for s in services):
+        return None
+    pods, _ = kube.list_all(Kube.path("v1", "pods", namespace), label_selector=f"{EXPOSED_LABEL}=true")
+    statefulsets, _ = kube.list_all(Kube.path("apps/v1", "statefulsets", namespace))
+    unexposed: list[dict[str, Any]] = []
+    if opted_in:  # only broker StatefulSets' pods, so unrelated pods never reach this process
+        for selector in unexposed_pod_selectors(statefulsets, settings, namespace).values():
+            found, _ = kube.list_all(Kube.path("v1", "pods", namespace), label_selector=selector)
+            unexposed.extend(found)
+    state = NamespaceState(
+        namespace=namespace,
+        opted_in=opted_in,
+        pods=pods,
+        statefulsets=statefulsets,
+        services=services,
+        pending_deletions=pending_deletions,
+        now=now,
+        unexposed_pods=unexposed,
+    )
+    return state, settings
 
 
 class Reconciler:
@@ -74,40 +118,14 @@ class Reconciler:
 
     def reconcile(self, namespace: str) -> float | None:
         """Make `namespace` match the plan; the delay after which to look again, if any."""
-        namespace_obj = self.kube.get(Kube.path("v1", "namespaces", name=namespace))
-        if namespace_obj is None or (namespace_obj.get("metadata") or {}).get("deletionTimestamp"):
-            self.pending.pop(namespace, None)
-            return None  # gone or going: the namespace controller deletes what is in it
-        # The namespace's allowed overrides (kafka-expose.io/cloud, .../domain), as the webhook applies
-        # them to its pods; a refused one keeps the platform default (the webhook warns about it).
-        annotations = (namespace_obj.get("metadata") or {}).get("annotations")
-        settings, _refused = settings_for_namespace(
-            self.settings.settings, annotations if isinstance(annotations, dict) else None, namespace
+        observed = observe(
+            self.kube, namespace, self.settings.settings, self.pending.get(namespace, {}), self.clock()
         )
-        opted_in = is_opted_in(namespace_obj)
-        services, _ = self.kube.list_all(Kube.path("v1", "services", namespace))
-        if not opted_in and not any(is_managed(s) for s in services):
+        if observed is None:
             self.pending.pop(namespace, None)
             return None
-        pods, _ = self.kube.list_all(
-            Kube.path("v1", "pods", namespace), label_selector=f"{EXPOSED_LABEL}=true"
-        )
-        statefulsets, _ = self.kube.list_all(Kube.path("apps/v1", "statefulsets", namespace))
-        unexposed: list[dict[str, Any]] = []
-        if opted_in:  # only broker StatefulSets' pods, so unrelated pods never reach this process
-            for selector in unexposed_pod_selectors(statefulsets, settings, namespace).values():
-                found, _ = self.kube.list_all(Kube.path("v1", "pods", namespace), label_selector=selector)
-                unexposed.extend(found)
-        state = NamespaceState(
-            namespace=namespace,
-            opted_in=opted_in,
-            pods=pods,
-            statefulsets=statefulsets,
-            services=services,
-            pending_deletions=self.pending.get(namespace, {}),
-            now=self.clock(),
-            unexposed_pods=unexposed,
-        )
+        state, settings = observed
+        statefulsets = state.statefulsets
         plan = plan_namespace(state, settings)
         self.pending[namespace] = plan.pending_deletions
         owners = {s["metadata"]["name"]: s for s in statefulsets}

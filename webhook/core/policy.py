@@ -238,7 +238,8 @@ def _assess_service(
     return Assessment(tuple(violations), tuple(checked), tuple(unchecked), kafka)
 
 
-def _internal(obj: Mapping[str, Any], settings: Settings, name: str) -> list[Violation]:
+def internal_load_balancer_changes(obj: Mapping[str, Any], settings: Settings) -> list[str]:
+    """What would make the Service's load balancer internal by the settings (empty: it is)."""
     annotations = _string_map(_metadata(obj).get("annotations"))
     lb = settings.load_balancer
     changes = []
@@ -251,6 +252,11 @@ def _internal(obj: Mapping[str, Any], settings: Settings, name: str) -> list[Vio
     current_class = _spec(obj).get("loadBalancerClass")
     if lb.load_balancer_class and current_class != lb.load_balancer_class:
         changes.append(f'set spec.loadBalancerClass: "{lb.load_balancer_class}"')
+    return changes
+
+
+def _internal(obj: Mapping[str, Any], settings: Settings, name: str) -> list[Violation]:
+    changes = internal_load_balancer_changes(obj, settings)
     if not changes:
         return []
     return [

@@ -18,7 +18,7 @@ from webhook.tls import primitives as certs
 
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 NAMESPACE = "kafka-expose"
 SA_USER = f"system:serviceaccount:{NAMESPACE}:kafka-expose"
 IMAGE = "ghcr.io/kafka-expose/kafka-expose:0.1.0"

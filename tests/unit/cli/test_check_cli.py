@@ -13,7 +13,7 @@ from tests.support.podfactory import FIXTURES
 
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXTERNAL_LB = FIXTURES / "bitnami-kafka-32.4.4-external-lb.yaml"
 DEFAULT = FIXTURES / "bitnami-kafka-32.4.4-default.yaml"
 GKE_LINE = (

@@ -26,7 +26,7 @@ from cryptography import x509
 
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 BUILD_TOOLS = ("gcc", "g++", "build-essential", "make", "clang", "python3-dev", "libc-dev", "cargo", "rustc")
@@ -167,7 +167,7 @@ def test_copy_sources_exist_and_are_in_the_build_context(stages: list[Stage]) ->
             for source in sources:
                 assert (REPO / source).exists(), f"COPY source {source} missing from the repository"
                 assert not _ignored(source.rstrip("/"), patterns), f"{source} is excluded by .dockerignore"
-    assert _ignored("tests/unit/test_dockerfile.py", patterns)
+    assert _ignored("tests/unit/install/test_dockerfile.py", patterns)
     assert _ignored(".git/config", patterns)
     assert not _ignored("webhook/cli/__init__.py", patterns)
 
@@ -190,7 +190,11 @@ def image_venv(stages: list[Stage], tmp_path_factory: pytest.TempPathFactory) ->
     assert build.all("WORKDIR")[-1] == "/src"  # the context copy stands for /src
     context = root / "context"
     _build_context(context)
-    mapping = {"/wheels": str(root / "wheels"), "/opt/kafka-expose": str(root / "opt" / "kafka-expose")}
+    mapping = {
+        "/wheels": str(root / "wheels"),
+        "/opt/kafka-expose": str(root / "opt" / "kafka-expose"),
+        "/opt/build": str(root / "opt" / "build"),
+    }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PIP_", "VIRTUAL_ENV"))}
     env.update({k: v for k, v in _env(build).items() if k != "PIP_NO_CACHE_DIR"})  # keep pip's cache
     for command in build.all("RUN"):
@@ -281,3 +285,32 @@ def test_no_compiler_needed_pip_removed_from_the_runtime_venv(image_venv: Path) 
     assert not (image_venv / "bin" / "pip").exists()
     site = next((image_venv / "lib").glob("python3.*/site-packages"))
     assert not list(site.glob("pip-*.dist-info"))
+
+
+LOCKS = ("requirements.lock", "requirements-build.lock", "requirements-test.lock")
+
+
+@pytest.mark.parametrize("lock", LOCKS)
+def test_locks_pin_every_package_by_hash_and_name_no_local_path(lock: str) -> None:
+    text = (REPO / lock).read_text()
+    requirements = [line for line in text.splitlines() if line and not line[0].isspace() and line[0] != "#"]
+    assert requirements, f"{lock} pins nothing"
+    for line in requirements:
+        assert not line.startswith(("-f", "--find-links", "-e", "--index-url", "--extra-index-url")), line
+        assert re.match(r"^[A-Za-z0-9_.-]+==[^ ]+ \\$", line), f"{lock}: not pinned with hashes: {line}"
+        assert "file:" not in line and "/" not in line.split("==")[0], line
+    assert text.count("--hash=sha256:") >= len(requirements)
+
+
+def test_image_installs_only_from_the_hashed_locks(stages: list[Stage]) -> None:
+    commands = " ".join(stages[0].all("RUN"))
+    installs = [part.strip() for part in commands.split("&&") if " install " in part]
+    assert installs, "the build stage installs nothing"
+    for install in installs:
+        if "--no-deps" in install:  # the project's own wheel, built just before, nothing resolved
+            assert "--no-index" in install and "/wheels/" in install, install
+            continue
+        assert "--require-hashes" in install and re.search(r"-r requirements(-build)?\.lock", install), (
+            install
+        )
+    assert "--no-build-isolation" in commands  # else pip would fetch unpinned setuptools to build

@@ -125,3 +125,11 @@ def test_explain_lists_every_broker_and_why_others_are_not(config: Path) -> None
         "StatefulSet kafka-controller: not exposed: KRaft controller-only node (process.roles=controller)"
         in lines
     )
+
+
+def test_version_names_the_installed_package() -> None:
+    from importlib import metadata
+
+    result = kafka_expose("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"kafka-expose {metadata.version('kafka-expose')}"
