@@ -243,7 +243,7 @@ class Reconciler:
                 raise ApiError(
                     409, "AlreadyExists", f"{action.service} appeared meanwhile; reading again"
                 ) from None
-            if error.status == 403 and "exceeded quota" in error.message:
+            if error.status == 403 and "quota" in error.message:  # exceeded, or status unknown
                 # A ResourceQuota on services.loadbalancers (issue 15, item 4): said where the team
                 # looks, counted, and retried with the worker's backoff (the quota may be raised).
                 self.metrics.refused.labels("quota").inc()

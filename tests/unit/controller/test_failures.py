@@ -44,10 +44,10 @@ def test_each_failure_has_its_mode_and_a_metric() -> None:
 def test_a_policy_check_that_fails_is_reported_unchecked_and_never_repaired(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken(*args: Any, **kwargs: Any) -> list[policy.Violation]:
+    def broken(*args: Any, **kwargs: Any) -> policy.Assessment:
         raise RuntimeError("bug in a rule")
 
-    monkeypatch.setattr(policy, "evaluate", broken)
+    monkeypatch.setattr(policy, "assess", broken)
     state = NamespaceState("team-a", True, services=[PUBLIC])
     [found] = plan_namespace(state, SETTINGS).of(AuditViolation)
     assert found.rules == (UNCHECKED,) and found.repair == ()
