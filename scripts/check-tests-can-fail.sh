@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Show that the cluster tier fails when the webhook is broken: a wrong caBundle, a webhook that is
-# down, a patch that does not expose. Exit 1 if any sabotaged run passes.
+# down, a patch that does not expose; and when external-dns publishes another zone. Exit 1 if any
+# sabotaged run passes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 S=tests/sabotage
@@ -17,4 +18,6 @@ expect_failure() {
 expect_failure "wrong caBundle" env PYTHONPATH=$S python3 -m pytest -p sabotage_cabundle
 expect_failure "webhook down" env PYTHONPATH=$S python3 -m pytest -p sabotage_down
 expect_failure "broken patch" env PYTHONPATH=$S/patch python3 -m pytest
+TESTS=(tests/cluster/test_ecosystem.py -k "publishes and helm4")
+expect_failure "external-dns on another zone" env PYTHONPATH=$S python3 -m pytest -p sabotage_external_dns
 exit $status

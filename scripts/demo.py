@@ -5,7 +5,8 @@ proxy), the webhook (`kafka-expose serve`) registered as the manifests register 
 and an UNMODIFIED stock chart render (bitnami/kafka 32.4.4, 3 controllers + 3 brokers) applied into
 an opted-in namespace. It prints, per broker, what it advertises and its LoadBalancer Service.
 There is no kubelet and no cloud here: two clearly named stand-ins mark pods Ready and give each
-LoadBalancer an address.
+LoadBalancer an address. external-dns and the DNS server are real (tools/build-ecosystem.sh): it
+prints the records external-dns wrote and resolves each broker's name through CoreDNS.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ sys.path.insert(0, str(REPO))
 
 import kubernetes.client  # noqa: E402
 
+from tests.support import ecosystem  # noqa: E402
 from tests.support.controlplane import ControlPlane, NodeAgentStandIn  # noqa: E402
 from tests.support.podfactory import load_render  # noqa: E402
 from tests.support.webhookcluster import (  # noqa: E402
@@ -68,6 +70,17 @@ def report(core: kubernetes.client.CoreV1Api, namespace: str) -> list[str]:
     return lines
 
 
+def dns_report(world: ecosystem.Ecosystem, names: list[str]) -> list[str]:
+    """The records external-dns wrote (etcd, as CoreDNS serves them), and each name resolved by a
+    client whose only resolver is that CoreDNS."""
+    lines = [f"external-dns wrote into CoreDNS's etcd ({world.dns.etcd_url}):"]
+    lines += [f"  {key} {record}" for key, record in sorted(world.dns.records().items())]
+    resolved = ecosystem.resolve_outside(world.workdir / "outside", world.dns.address, names)
+    lines.append(f"resolved through CoreDNS at {world.dns.address}:53 (the client's only resolver):")
+    lines += [f"  {name} -> {address or 'NXDOMAIN'}" for name, address in resolved.items()]
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -81,6 +94,7 @@ def main() -> int:
         api = plane.api_client()
         core = kubernetes.client.CoreV1Api(api)
         agent = NodeAgentStandIn(plane).start()
+        world = ecosystem.Ecosystem(plane.tmpdir / "ecosystem", plane, "kafka.example.com").__enter__()
         webhook = RegisteredWebhook(api).start()
         controller = ControllerProcess(plane.kubeconfig_path, webhook.settings_path, plane.tmpdir).start()
         try:
@@ -123,7 +137,23 @@ def main() -> int:
             except AssertionError as err:
                 print(f"note: {err}")
             print("\n".join(report(core, args.namespace)))
+            names = sorted(
+                name
+                for s in core.list_namespaced_service(args.namespace).items
+                for name in (
+                    (s.metadata.annotations or {}).get("external-dns.alpha.kubernetes.io/hostname") or ""
+                ).split(",")
+                if name
+            )
+            try:
+                wait_for(
+                    lambda: all(world.dns.a(n) for n in names), timeout=60, interval=0.5, what="DNS records"
+                )
+            except AssertionError as err:
+                print(f"note: {err}")
+            print("\n".join(dns_report(world, names)))
         finally:
+            world.__exit__(None, None, None)
             controller.stop()
             webhook.stop()
             agent.stop()

@@ -6,18 +6,20 @@ broker's own load balancer and DNS name.
    plane (etcd, kube-apiserver, kube-controller-manager); the StatefulSet controller creates the
    pods through the webhook (`kafka-expose serve`, registered as the manifests register it); the
    controller (`kafka-expose controller`) creates one LoadBalancer Service per broker.
-2. Stand-ins, named so (tests/e2e.py): the cloud's load-balancer controller gives each Service a
-   loopback address (127.0.0.11, .12, ...) and forwards its port to the pod IP and targetPort READ
-   FROM THE SERVICE; external-dns turns the Services' hostname annotations into records of the
-   OUTSIDE view; the cluster DNS resolves the pods' headless-Service names for the brokers; the CNI
-   gives each pod its own loopback address as pod IP.
+2. Stand-ins, named so (tests/support/e2e.py): the cloud's load-balancer controller gives each
+   Service a loopback address (127.0.0.11, .12, ...) in its status and forwards its port through
+   the Service's EndpointSlices (written by the real EndpointSlice controller); the cluster DNS
+   resolves the pods' headless-Service names for the brokers; the CNI gives each pod its own
+   loopback address as pod IP. NOT stood in for: external-dns (the real one, `--source=service`,
+   TXT registry, `coredns` provider) and the DNS server (CoreDNS over etcd) it writes to
+   (tests/support/ecosystem.py).
 3. One real Kafka process per Kafka pod (Kafka 4.1 KRaft for bitnami/kafka 32.4.4, Kafka 3.9 in
    ZooKeeper mode for incubator/kafka 0.21.5), configured from the pod AS STORED by the API server
    after mutation, evaluated as its image would (tests/imagesim.py) plus the chart's own init steps.
    Rewritten, and printed, is only what cannot exist here: data directories, the bind address of
    each listener (the pod's IP), and quorum / ZooKeeper addresses where they could not resolve.
-4. The client (confluent-kafka, in its own mount namespace whose /etc/hosts has only what the
-   external-dns stand-in wrote) bootstraps from one broker's DNS name, gets every broker's
+4. The client (confluent-kafka, in its own mount namespace whose /etc/resolv.conf names only
+   that CoreDNS, and whose /etc/hosts names only localhost) bootstraps from one broker's DNS name, gets every broker's
    `<pod>.<namespace>.kafka.example.com:9094` in metadata, creates a topic with a partition led by
    every broker (replication factor 3), produces 10,000 keyed messages with acks=all, consumes them
    all back, and nothing is lost or duplicated; every broker's load balancer carried connections.
@@ -46,14 +48,14 @@ import kubernetes.client
 import pytest
 from kubernetes.client.rest import ApiException
 
-from tests.support import kafkarun
+from tests.support import ecosystem, kafkarun
 from tests.support.controlplane import ControlPlane
 from tests.support.e2e import (
     BrokerConfig,
     CloudLoadBalancerStandIn,
-    ExternalDnsStandIn,
     OutsideView,
     PodNetworkStandIn,
+    bound_node_agent,
     broker_config,
     list_objects,
     secret_data,
@@ -78,6 +80,7 @@ DOMAIN = "kafka.example.com"
 MESSAGES = 10_000
 LB_POOL = (f"127.0.0.{n}" for n in itertools.count(11))  # the cloud stand-in's addresses, never reused
 EXPOSED_LABEL = "kafka-expose.io/exposed"
+BROKER_NAMESPACES = ("kafka", "kafka-optout", "incubator")  # every namespace a test installs into
 LB_ANNOTATION = "kafka-expose.io/load-balancer"
 
 
@@ -91,7 +94,7 @@ class World:
     outside: OutsideView
     pod_network: PodNetworkStandIn
     cloud: CloudLoadBalancerStandIn
-    dns: ExternalDnsStandIn
+    dns: ecosystem.Ecosystem
     controller: ControllerProcess
     namespaces: set[str] = field(default_factory=set)
 
@@ -118,6 +121,10 @@ def world(
             stack.callback(shutil.rmtree, workdir, True)
         else:
             print(f"\n[e2e] keeping {workdir} (KAFKA_EXPOSE_KEEP_TMP=1)")
+        # the brokers' pods on a Node, so that the EndpointSlice controller publishes them; stopped
+        # after the namespaces are gone (it finishes the deletion of the pods it bound)
+        agent = bound_node_agent(control_plane, BROKER_NAMESPACES, "e2e-node")
+        stack.callback(agent.stop)
         stack.callback(delete_namespaces, api, namespaces)
         webhook = RegisteredWebhook(api)
         namespaces.add(probe_namespace)
@@ -129,10 +136,8 @@ def world(
         cloud = CloudLoadBalancerStandIn(control_plane.api_client(), namespaces, LB_POOL, pod_network)
         stack.callback(cloud.stop)
         cloud.start()
-        outside = OutsideView(workdir / "outside")
-        dns = ExternalDnsStandIn(control_plane.api_client(), namespaces, outside.hosts)
-        stack.callback(dns.stop)
-        dns.start()
+        dns = stack.enter_context(ecosystem.Ecosystem(workdir / "ecosystem", control_plane, DOMAIN))
+        outside = OutsideView(workdir / "outside", dns.dns.address)
         print(
             f"\n[timing] webhook registered, controller and stand-ins started in {time.monotonic() - started:.1f}s"
         )
@@ -149,9 +154,8 @@ def world(
             controller=controller,
             namespaces=namespaces,
         )
-        for stand_in in (cloud, dns):
-            if stand_in.errors:
-                print(f"[e2e] {stand_in.name} errors (retried): {stand_in.errors[-5:]}")
+        if cloud.errors:
+            print(f"[e2e] {cloud.name} errors (retried): {cloud.errors[-5:]}")
     print(f"[timing] e2e world torn down; {time.monotonic() - started:.1f}s in all")
 
 
@@ -249,7 +253,8 @@ def wait_for_load_balancers(world: World, installed: Installed, brokers: list[st
             annotations = pods[pod]["metadata"].get("annotations") or {}
             if annotations.get(LB_ANNOTATION) != balancers[pod].address:
                 return None
-            if world.dns.records.get(f"{pod}.{ns}.{DOMAIN}") != balancers[pod].address:
+            # what the DNS server answers: the record the real external-dns wrote
+            if world.dns.dns.a(f"{pod}.{ns}.{DOMAIN}") != [balancers[pod].address]:
                 return None
         return {"services": services, "balancers": balancers, "pods": pods}
 
@@ -540,7 +545,8 @@ def test_namespace_not_opted_in_gives_an_outside_client_no_way_in(world: World) 
         # By now the controller has reconciled several times (resync 5 s): still no load balancer.
         lbs = [s for s in list_objects(world.api, "services", ns) if s["spec"].get("type") == "LoadBalancer"]
         assert lbs == [] and world.cloud.in_namespace(ns) == [], lbs
-        assert not [n for n in world.dns.records if n.endswith(f".{ns}.{DOMAIN}")], world.dns.records
+        published = world.dns.dns.published()
+        assert not [n for n in published if n.endswith(f".{ns}.{DOMAIN}")], published
         client = running.configs[brokers[0]]
         client_port = next(
             x.port for x in kafkarun.parse_listeners(client.properties["listeners"]) if x.name == "CLIENT"

@@ -91,6 +91,7 @@ DEFAULT_CONTROLLERS: tuple[str, ...] = (
     "root-ca-certificate-publisher-controller",  # kube-root-ca.crt ConfigMap
     "clusterrole-aggregation-controller",  # fills admin/edit/view ClusterRoles
     "persistentvolumeclaim-protection-controller",  # lets StatefulSet PVCs go with their namespace
+    "endpointslice-controller",  # EndpointSlices: what the load-balancer stand-in routes through
 )
 
 _LOOPBACK_NO_PROXY = ("127.0.0.1", "localhost", "::1")
@@ -962,11 +963,13 @@ class NodeAgentStandIn:
             meta, spec, status = pod["metadata"], pod.get("spec", {}), pod.get("status", {})
             ns, name = meta["namespace"], meta["name"]
             if meta.get("deletionTimestamp"):
-                if spec.get("nodeName"):
+                if spec.get("nodeName") and spec["nodeName"] == self.node_name:
                     self._finish_deletion(ns, name, meta["uid"])
                 return
             if status.get("phase") in ("Succeeded", "Failed"):
                 return
+            if spec.get("nodeName") and spec["nodeName"] != self.node_name:
+                return  # bound to another agent's Node: that agent is its kubelet
             if self.node_name and not spec.get("nodeName"):
                 self._bind(ns, name, meta["uid"])
             if self._is_ready(status):

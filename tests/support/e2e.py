@@ -13,16 +13,16 @@ Stand-ins (each one is named so, and does only what its real counterpart does):
   inherit. Only the brokers and the test process see it: it is the view from INSIDE the cluster.
 * `CloudLoadBalancerStandIn`, for the cloud's load-balancer controller: watches Services of type
   LoadBalancer in the test's namespaces, gives each one a distinct loopback address in
-  `status.loadBalancer.ingress`, and forwards every port of the Service at that address to the
-  one selected pod's IP and `targetPort` (named ports resolved on the pod), exactly as read from
-  the API server: a wrong targetPort or selector leaves the broker unreachable.
-* `ExternalDnsStandIn`, for external-dns: the `external-dns.alpha.kubernetes.io/hostname`
-  annotation of a Service that has a load-balancer address -> `address name` records in the
-  OUTSIDE view's hosts file.
-* `OutsideView`: a client outside the cluster. Its own hosts file (localhost plus what the
-  external-dns stand-in wrote, nothing of the cluster DNS) is bind-mounted over /etc/hosts of the
-  client process inside `unshare --mount`; the client is `python -m tests.e2e client ...`
-  (confluent-kafka), which prints one JSON line.
+  `status.loadBalancer.ingress`, and forwards every port of the Service at that address through
+  the Service's EndpointSlices (written by the real EndpointSlice controller), as kube-proxy
+  routes: the one ready endpoint's pod and the port the slice names for that Service port. A
+  wrong targetPort or selector leaves the broker unreachable.
+* external-dns and the DNS server are NOT stood in for: the real external-dns writes the records
+  into a real CoreDNS (tests/support/ecosystem.py).
+* `OutsideView`: a client outside the cluster, whose only resolver is that DNS server (its own
+  /etc/resolv.conf and an /etc/hosts with only localhost, bind-mounted inside `unshare --mount`);
+  the client is `python -m tests.support.e2e client ...` (confluent-kafka), which prints one JSON
+  line.
 
 Never is the machine's /etc/hosts edited.
 """
@@ -48,7 +48,6 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-EXTERNAL_DNS = "external-dns.alpha.kubernetes.io/hostname"
 STS_POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 CLUSTER_DOMAIN = "cluster.local"
 
@@ -125,7 +124,23 @@ def service_dns_names(service: str, namespace: str) -> list[str]:
     ]
 
 
-# -------------------------------------------------------------------------- cloud LB and external-dns
+#: The pod IP the kubelet stand-in reports for pods it binds (`bound_node_agent`): TEST-NET-1
+#: (RFC 5737), documentation only, never a target. The API server refuses loopback addresses in
+#: EndpointSlices; nothing connects to it (the LB stand-in maps an endpoint's pod to its address on
+#: the pod network stand-in).
+STAND_IN_POD_IP = "192.0.2.10"
+
+
+def bound_node_agent(control_plane: Any, namespaces: Sequence[str], node: str) -> Any:
+    """A kubelet stand-in (tests/support/controlplane.py) for `namespaces` that binds their pods to
+    the Node `node`: the EndpointSlice controller publishes only pods on a known Node with a
+    non-loopback IP (and the agent then finishes their deletions, as a kubelet does). Started."""
+    from tests.support.controlplane import NodeAgentStandIn
+
+    return NodeAgentStandIn(control_plane, namespaces, node_name=node, pod_ip=STAND_IN_POD_IP).start()
+
+
+# ---------------------------------------------------------------------------------- cloud LB
 
 
 @dataclass
@@ -140,19 +155,6 @@ class ServiceLoadBalancer:
     @property
     def connections(self) -> int:
         return sum(f.connections for f in self.forwarders)
-
-
-def resolve_target_port(target: Any, port: int, pod: Mapping[str, Any]) -> int:
-    """A Service port's targetPort on `pod`: a number, a container port name, or (unset) the port."""
-    if target is None:
-        return port
-    if isinstance(target, int) or str(target).isdigit():
-        return int(target)
-    for container in pod["spec"].get("containers") or []:
-        for declared in container.get("ports") or []:
-            if declared.get("name") == target:
-                return int(declared["containerPort"])
-    raise LookupError(f"pod {pod['metadata']['name']} declares no port named {target!r}")
 
 
 class _Poller:
@@ -200,11 +202,15 @@ class _Poller:
 class CloudLoadBalancerStandIn(_Poller):
     """STAND-IN for the cloud's load-balancer controller (not part of kafka-expose).
 
-    For every Service of type LoadBalancer in `namespaces` (a set the test may add to): take the next
-    address of `pool`, write it to `status.loadBalancer.ingress`, and forward `address:port` to
-    `pod IP:targetPort` for every port, the pod being the one pod the Service's selector selects,
-    its IP from the pod network stand-in. Nothing of kafka-expose is read: only the Service and the
-    pods, as the API server stores them.
+    For every Service of type LoadBalancer in `namespaces` (a set the test may add to) whose
+    EndpointSlices (`kubernetes.io/service-name`, written by the real EndpointSlice controller of
+    kube-controller-manager) have exactly one ready endpoint: take the next address of `pool`,
+    write it to `status.loadBalancer.ingress` (as cloud controllers do), and forward `address:port`
+    to that endpoint's pod IP and the port the EndpointSlice gives for the Service port (named
+    target ports resolved by the EndpointSlice controller, as kube-proxy reads them). The pod IP
+    comes from the pod network stand-in (the kubelet stand-in reports one address for every pod),
+    found by the endpoint's `targetRef`. Nothing of kafka-expose is read. A Service that goes away
+    loses its forwarders; `readdress()` moves a load balancer to a new address, as a cloud may.
     """
 
     name = "cloud-lb-stand-in"
@@ -221,38 +227,87 @@ class CloudLoadBalancerStandIn(_Poller):
         self.api, self.namespaces, self.pool, self.pod_network = api, namespaces, pool, pod_network
         self.balancers: dict[tuple[str, str], ServiceLoadBalancer] = {}
 
+    def _endpoint(self, namespace: str, service: Mapping[str, Any]) -> tuple[str, dict[str, int]] | None:
+        """(pod name, {service port name: endpoint port}) of the Service's one ready endpoint."""
+        import kubernetes.client
+
+        discovery = kubernetes.client.DiscoveryV1Api(self.api)
+        slices = raw(
+            discovery.list_namespaced_endpoint_slice,
+            namespace,
+            label_selector=f"kubernetes.io/service-name={service['metadata']['name']}",
+        )["items"]
+        pods: set[str] = set()
+        ports: dict[str, int] = {}
+        for endpoint_slice in slices:
+            for endpoint in endpoint_slice.get("endpoints") or []:
+                ref = endpoint.get("targetRef") or {}
+                if (endpoint.get("conditions") or {}).get("ready") and ref.get("kind") == "Pod":
+                    pods.add(ref["name"])
+            for port in endpoint_slice.get("ports") or []:
+                ports[port.get("name") or ""] = int(port["port"])
+        if len(pods) != 1:
+            return None  # no endpoint yet (or several: not what this stand-in serves)
+        return pods.pop(), ports
+
     def step(self) -> None:
+        for namespace in sorted(self.namespaces):
+            services = {s["metadata"]["name"]: s for s in list_objects(self.api, "services", namespace)}
+            for key in [k for k in self.balancers if k[0] == namespace and k[1] not in services]:
+                self._drop(key, "its Service is gone")
+            for name, service in sorted(services.items()):
+                if (service.get("spec") or {}).get("type") != "LoadBalancer" or (
+                    namespace,
+                    name,
+                ) in self.balancers:
+                    continue
+                found = self._endpoint(namespace, service)
+                if found is not None:
+                    self._serve(namespace, service, found[0], found[1], next(self.pool))
+
+    def _serve(
+        self, namespace: str, service: Mapping[str, Any], pod: str, ports: Mapping[str, int], address: str
+    ) -> None:
         import kubernetes.client
 
         from tests.support import kafkarun
 
-        core = kubernetes.client.CoreV1Api(self.api)
-        for namespace in sorted(self.namespaces):
-            for service in list_objects(self.api, "services", namespace):
-                meta, spec = service["metadata"], service.get("spec") or {}
-                key = (namespace, meta["name"])
-                if spec.get("type") != "LoadBalancer" or key in self.balancers:
-                    continue
-                selector = spec.get("selector") or {}
-                pods = (
-                    list_objects(self.api, "pods", namespace, selector_string(selector)) if selector else []
-                )
-                if len(pods) != 1:
-                    continue  # no endpoint yet (or several: not what this stand-in serves)
-                pod = pods[0]
-                pod_ip = self.pod_network.ip(namespace, pod["metadata"]["name"])
-                address = next(self.pool)
-                balancer = ServiceLoadBalancer(namespace, meta["name"], address, pod["metadata"]["name"])
-                for port in spec.get("ports") or []:
-                    target = resolve_target_port(port.get("targetPort"), int(port["port"]), pod)
-                    forwarder = kafkarun.LoadBalancer((address, int(port["port"])), (pod_ip, target)).start()
-                    balancer.forwards.append((int(port["port"]), pod_ip, target))
-                    balancer.forwarders.append(forwarder)
-                body = {"status": {"loadBalancer": {"ingress": [{"ip": address}]}}}
-                core.patch_namespaced_service_status(meta["name"], namespace, body)
-                self.balancers[key] = balancer
-                forwards = ", ".join(f"{address}:{p} -> {ip}:{t}" for p, ip, t in balancer.forwards)
-                _log(f"cloud-lb-stand-in: {namespace}/{meta['name']} gets {address} ({forwards})")
+        meta = service["metadata"]
+        pod_ip = self.pod_network.ip(namespace, pod)
+        balancer = ServiceLoadBalancer(namespace, meta["name"], address, pod)
+        for port in service["spec"].get("ports") or []:
+            target = ports.get(port.get("name") or "")
+            if target is None:
+                continue  # the EndpointSlice has no such port (no pod port of that name)
+            forwarder = kafkarun.LoadBalancer((address, int(port["port"])), (pod_ip, target)).start()
+            balancer.forwards.append((int(port["port"]), pod_ip, target))
+            balancer.forwarders.append(forwarder)
+        body = {"status": {"loadBalancer": {"ingress": [{"ip": address}]}}}
+        kubernetes.client.CoreV1Api(self.api).patch_namespaced_service_status(meta["name"], namespace, body)
+        self.balancers[(namespace, meta["name"])] = balancer
+        forwards = ", ".join(f"{address}:{p} -> {ip}:{t}" for p, ip, t in balancer.forwards)
+        _log(f"cloud-lb-stand-in: {namespace}/{meta['name']} gets {address} ({forwards})")
+
+    def _drop(self, key: tuple[str, str], why: str) -> None:
+        balancer = self.balancers.pop(key)
+        for forwarder in balancer.forwarders:
+            forwarder.stop()
+        _log(f"cloud-lb-stand-in: {key[0]}/{key[1]} released {balancer.address} ({why})")
+
+    def readdress(self, namespace: str, service: str) -> str:
+        """Move one load balancer to the next address of the pool (a cloud re-creating it); the new one."""
+        import kubernetes.client
+
+        with self._lock:
+            stored = raw(kubernetes.client.CoreV1Api(self.api).read_namespaced_service, service, namespace)
+            found = self._endpoint(namespace, stored)
+            if found is None:
+                raise LookupError(f"{namespace}/{service} has no single ready endpoint")
+            if (namespace, service) in self.balancers:
+                self._drop((namespace, service), "moving")
+            address = next(self.pool)
+            self._serve(namespace, stored, found[0], found[1], address)
+            return address
 
     def in_namespace(self, namespace: str) -> list[ServiceLoadBalancer]:
         with self._lock:
@@ -262,66 +317,30 @@ class CloudLoadBalancerStandIn(_Poller):
         """Stop the forwarders of one namespace's load balancers (their Services are going away)."""
         with self._lock:
             for key in [k for k in self.balancers if k[0] == namespace]:
-                for forwarder in self.balancers.pop(key).forwarders:
-                    forwarder.stop()
+                self._drop(key, "released")
 
     def stop(self) -> None:
         super().stop()
-        for balancer in self.balancers.values():
-            for forwarder in balancer.forwarders:
-                forwarder.stop()
-        self.balancers.clear()
-
-
-class ExternalDnsStandIn(_Poller):
-    """STAND-IN for external-dns (not part of kafka-expose): for every Service in `namespaces` that
-    has a load-balancer address and the `external-dns.alpha.kubernetes.io/hostname` annotation, an
-    `address name` record for each name in the annotation, in the outside view's hosts file."""
-
-    name = "external-dns-stand-in"
-
-    def __init__(self, api: Any, namespaces: set[str], zone: Any, interval: float = 0.3) -> None:
-        super().__init__(interval)
-        self.api, self.namespaces, self.zone = api, namespaces, zone  # zone: kafkarun.PrivateHosts
-        self.records: dict[str, str] = {}
-
-    def step(self) -> None:
-        wanted: dict[str, str] = {}
-        for namespace in sorted(self.namespaces):
-            for service in list_objects(self.api, "services", namespace):
-                names = ((service["metadata"].get("annotations") or {}).get(EXTERNAL_DNS) or "").split(",")
-                ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-                address = next((i.get("ip") for i in ingress if i.get("ip")), None)
-                if address:
-                    wanted.update({n.strip(): address for n in names if n.strip()})
-        new = {n: ip for n, ip in wanted.items() if self.records.get(n) != ip}
-        if new:
-            self.zone.update(new)
-            self.records.update(new)
-            for name, ip in sorted(new.items()):
-                _log(f"external-dns-stand-in: {name} -> {ip}")
+        for key in list(self.balancers):
+            self._drop(key, "stopped")
 
 
 # -------------------------------------------------------------------------------------- outside view
 
 
 class OutsideView:
-    """Name resolution of a client outside the cluster: `hosts` (a file with localhost and what the
-    external-dns stand-in writes) bind-mounted over /etc/hosts of the client process only."""
+    """Name resolution of a client outside the cluster: the real DNS server external-dns writes to
+    (tests/support/ecosystem.py) is its only resolver, in a mount namespace of its own whose
+    /etc/resolv.conf names that server and whose /etc/hosts names only localhost."""
 
-    def __init__(self, directory: Path) -> None:
-        from tests.support import kafkarun
-
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "hosts"
-        self.path.write_text("127.0.0.1 localhost\n::1 localhost ip6-localhost\n")
-        self.hosts = kafkarun.PrivateHosts(self.path)
+    def __init__(self, directory: Path, dns_server: str) -> None:
+        self.directory, self.dns_server = directory, dns_server
 
     def argv(self, *words: str) -> list[str]:
-        from tests.support import kafkarun
+        from tests.support import ecosystem
 
-        return kafkarun.wrap_private_hosts_argv(
-            self.path, [sys.executable, "-m", "tests.support.e2e", *words]
+        return ecosystem.resolver_argv(
+            self.directory, self.dns_server, [sys.executable, "-m", "tests.support.e2e", *words]
         )
 
     def run_client(self, request: Mapping[str, Any], timeout: float = 240) -> dict[str, Any]:

@@ -53,7 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--retry-period", type=float, default=2.0, metavar="SECONDS", help="how often to renew or try to lead"
     )
     parser.add_argument(
-        "--metrics-port", type=int, default=0, metavar="PORT", help="Prometheus port (0: off)"
+        "--metrics-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="/healthz, /readyz and /metrics over plain HTTP (0: off)",
     )
     parser.add_argument("--metrics-bind", default="0.0.0.0", metavar="ADDRESS", help="metrics listen address")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -64,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from webhook.config import SettingsStore
+    from webhook.controller.health import HealthServer
     from webhook.controller.manager import Controller, Lease
     from webhook.controller.metrics import Metrics
     from webhook.core.settings import SettingsError
@@ -89,8 +94,6 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot load Kubernetes credentials", extra={"fields": {"error": str(error)}})
         return 2
     metrics = Metrics()
-    if args.metrics_port:
-        metrics.serve(args.metrics_port, args.metrics_bind)
     lease = Lease(
         args.lease_namespace,
         args.lease_name,
@@ -109,6 +112,11 @@ def run(args: argparse.Namespace) -> int:
         lease,
         watch_timeout=int(args.watch_timeout),
     )
+    health = None
+    if args.metrics_port:  # /healthz, /readyz and /metrics (controller/health.py)
+        health = HealthServer(
+            args.metrics_port, args.metrics_bind, metrics.registry, controller.health, controller.readiness
+        ).start()
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -128,4 +136,8 @@ def run(args: argparse.Namespace) -> int:
             }
         },
     )
-    return controller.run(stop, args.reload_interval)
+    try:
+        return controller.run(stop, args.reload_interval)
+    finally:
+        if health is not None:
+            health.close()

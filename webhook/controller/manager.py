@@ -143,6 +143,16 @@ class Term:
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
+    def problems(self) -> list[str]:
+        """What is wrong with this term's loops (empty: all alive and making progress)."""
+        now = time.monotonic()
+        found = [f"thread {t.name} died" for t in self.threads if t.ident is not None and not t.is_alive()]
+        found += [f"the {w.kind} watch made no progress" for w in self.watchers if w.stalled(now)]
+        return found
+
+    def synced(self) -> bool:
+        return all(w.store.synced.is_set() for w in self.watchers)
+
     def _resync(self) -> None:
         while not self.stop.wait(float(self.settings.settings.controller.resync_seconds)):
             log.debug("periodic resync")
@@ -169,6 +179,7 @@ class Term:
                 conflict = isinstance(error, ApiError) and error.status == 409
                 if not conflict:
                     self.metrics.reconcile_errors.inc()
+                self.metrics.failures.labels(failure_mode(error)).inc()
                 log.log(
                     logging.INFO if conflict or self.stop.is_set() else logging.WARNING,
                     "reconcile failed, retrying",
@@ -186,6 +197,15 @@ class Term:
             finally:
                 self.metrics.reconcile_duration.observe(time.monotonic() - started)
                 self.queue.done(namespace)
+
+
+def failure_mode(error: Exception) -> str:
+    """The failure table's mode of a failed reconcile (README, Reliability: the controller's failures)."""
+    if not isinstance(error, ApiError):
+        return "unexpected"
+    if error.reason == "NotLeader":
+        return "lost-lease"
+    return "conflict" if error.status == 409 else "api"
 
 
 class Controller:
@@ -221,6 +241,7 @@ class Controller:
         )
         self.term: Term | None = None
         self._lock = threading.Lock()
+        self._elector_thread: threading.Thread | None = None
 
     def _started(self) -> None:
         with self._lock:
@@ -238,6 +259,23 @@ class Controller:
         if term is not None:
             term.close()
 
+    def health(self) -> list[str]:
+        """Liveness: the election loop runs and, while leading, every loop of the term is alive and
+        making progress (a hung watch or a dead worker restarts the container)."""
+        elector = self._elector_thread
+        found = [] if elector is None or elector.is_alive() else ["the leader election loop died"]
+        with self._lock:
+            term = self.term
+        return found + (term.problems() if term is not None else [])
+
+    def readiness(self) -> dict[str, Any]:
+        """Readiness: a follower is ready (a warm standby); a leader once its first lists are in."""
+        with self._lock:
+            term = self.term
+        leading = self.elector.is_leader()
+        synced = term.synced() if term is not None else False
+        return {"ready": not leading or synced, "leader": leading, "synced": synced}
+
     def settings_changed(self) -> None:
         with self._lock:
             term = self.term
@@ -248,10 +286,14 @@ class Controller:
         """Elect, lead, follow and hot-reload the settings until `stop` (0), or until the election
         loop dies (1)."""
         elector = threading.Thread(target=self.elector.run, args=(stop,), name="leader-election")
+        self._elector_thread = elector
         elector.start()
         while not stop.wait(reload_interval):
-            if self.settings.reload_if_changed():
+            reloaded = self.settings.reload_if_changed()
+            if reloaded:
                 self.settings_changed()
+            elif reloaded is False:  # invalid: the previous settings keep running (config.py logs why)
+                self.metrics.failures.labels("settings-rejected").inc()
             if not elector.is_alive():
                 log.error("leader election stopped unexpectedly")
                 stop.set()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from webhook import __version__
 
 # The kinds of the actions metric: the writes the controller carries out.
 WRITES = (
@@ -14,6 +16,7 @@ WRITES = (
     "apply-certificate",
     "delete-certificate",
 )
+FAILURE_MODES = ("api", "conflict", "lost-lease", "unexpected", "settings-rejected")
 
 
 class Metrics:
@@ -22,6 +25,13 @@ class Metrics:
     def __init__(self) -> None:
 
         self.registry = CollectorRegistry()
+        self.build_info = Gauge(
+            "kafka_expose_build_info",
+            "Always 1: the version of kafka-expose this process runs.",
+            ["version", "component"],
+            registry=self.registry,
+        )
+        self.build_info.labels(__version__, "controller").set(1)
         self.services_managed = Gauge(
             "kafka_expose_controller_services_managed",
             "LoadBalancer Services managed by kafka-expose, as seen by the leader's watch.",
@@ -86,10 +96,19 @@ class Metrics:
             "Non-compliant Services the audit repaired (controller.audit.repair).",
             registry=self.registry,
         )
+        self.failures = Counter(
+            "kafka_expose_controller_failures",
+            "Failures by mode, each handled as the README's failure table says: api (a read or write "
+            "failed: retried with backoff), conflict (an object changed meanwhile: read again), "
+            "lost-lease (the rest of the reconcile was dropped), unexpected (a bug or an object the "
+            "planner cannot read: no write, retried with backoff), settings-rejected (the previous "
+            "settings keep running).",
+            ["mode"],
+            registry=self.registry,
+        )
+        for mode in FAILURE_MODES:
+            self.failures.labels(mode)
         for reason in ("cap", "quota"):
             self.refused.labels(reason)
         for kind in WRITES:
             self.actions.labels(kind)
-
-    def serve(self, port: int, address: str) -> None:
-        start_http_server(port, addr=address, registry=self.registry)

@@ -14,6 +14,7 @@ from webhook.controller.metrics import WRITES, Metrics
 from webhook.core.names import CERT_MANAGER_VERSION, EXPOSED_LABEL, FIELD_MANAGER, LOAD_BALANCER
 from webhook.core.overrides import settings_for_namespace
 from webhook.core.reconcile import (
+    UNCHECKED,
     Action,
     AnnotationsIgnored,
     ApplyCertificate,
@@ -134,6 +135,7 @@ class Reconciler:
         self.is_leader = is_leader
         self.clock = clock
         self.pending: dict[str, dict[str, float]] = {}
+        self._created: dict[str, list[tuple[str, str]]] = {}  # this reconcile's creates, by StatefulSet
         self._counted_conflicts: set[tuple[str, str, str | None]] = set()
         self._reported_unexposed: set[str | None] = set()
         self._counted: set[tuple[str | None, ...]] = set()
@@ -152,6 +154,7 @@ class Reconciler:
         self.pending[namespace] = plan.pending_deletions
         owners = {s["metadata"]["name"]: s for s in statefulsets}
         first_error: ApiError | None = None
+        self._created = {}
         for action in plan.actions:
             if not self.is_leader():
                 raise ApiError(0, "NotLeader", "lost the lease while reconciling")
@@ -170,9 +173,20 @@ class Reconciler:
                     },
                 )
                 first_error = first_error or error
+        self._report_created(owners)
         if first_error is not None:
             raise first_error
         return plan.requeue_after
+
+    def _report_created(self, owners: Mapping[str, Mapping[str, Any]]) -> None:
+        """One ServiceCreated Event per StatefulSet and reconcile, naming every Service created (as
+        client-go's aggregation would): a storm of brokers costs one Event per StatefulSet, not one
+        per broker (issue 19: writes per broker)."""
+        created, self._created = self._created, {}
+        for statefulset, reasons in created.items():
+            services = ", ".join(service for service, _ in reasons)
+            detail = "; ".join(reason for _, reason in reasons)
+            self._event(owners.get(statefulset), "Normal", "ServiceCreated", f"Created {services}: {detail}")
 
     # -- actions ---------------------------------------------------------------------------------
 
@@ -253,13 +267,13 @@ class Reconciler:
 
     def _create(self, action: Create, owner: Mapping[str, Any] | None) -> None:
         try:
-            created = self.kube.create(Kube.path("v1", "services", action.namespace), action.desired)
+            self.kube.create(Kube.path("v1", "services", action.namespace), action.desired)
         except ApiError as error:
             if error.status == 409:  # a racing replica, or a Service that appeared since we listed
                 raise ApiError(
                     409, "AlreadyExists", f"{action.service} appeared meanwhile; reading again"
                 ) from None
-            if error.status == 403 and "exceeded quota" in error.message:
+            if error.status == 403 and "quota" in error.message:  # exceeded, or status unknown
                 # A ResourceQuota on services.loadbalancers (issue 15, item 4): said where the team
                 # looks, counted, and retried with the worker's backoff (the quota may be raised).
                 self.metrics.refused.labels("quota").inc()
@@ -270,8 +284,9 @@ class Reconciler:
                     f"Service {action.service} was refused by a ResourceQuota: {error.message}",
                 )
             raise
-        self._take_apply_ownership(created)
-        self._event(owner, "Normal", "ServiceCreated", f"Created {action.reason}")
+        # No second write here: the create's field ownership (operation Update) becomes an apply's
+        # on the first update that needs it (Update.convert_ownership), which most Services never do.
+        self._created.setdefault(action.statefulset or "", []).append((action.service, action.reason))
 
     def _take_apply_ownership(self, service: Mapping[str, Any]) -> Mapping[str, Any]:
         """Turn the create's field ownership (operation Update) into an apply's, so that a later
@@ -340,12 +355,11 @@ class Reconciler:
         self._event(owner, "Warning", "ServiceReplaced", action.reason)
         self.kube.delete(_service_path(action.namespace, action.service), uid=action.uid)
         try:
-            created = self.kube.create(Kube.path("v1", "services", action.namespace), action.desired)
+            self.kube.create(Kube.path("v1", "services", action.namespace), action.desired)
         except ApiError as error:
             if error.status == 409:  # still being deleted (a cloud finalizer): the next reconcile creates
                 raise ApiError(409, "AlreadyExists", f"{action.service} is still being deleted") from None
             raise
-        self._take_apply_ownership(created)
 
     def _delete(self, action: Delete, owner: Mapping[str, Any] | None) -> None:
         if self.kube.delete(_service_path(action.namespace, action.service), uid=action.uid):
@@ -378,7 +392,8 @@ class Reconciler:
         for rule in action.rules:
             self._once(("audit", action.uid, rule), self.metrics.audit_violations.labels(rule))
         if not action.repair:
-            self.events.record(involved, "Warning", "PolicyViolation", action.reason)
+            reason = "PolicyUnchecked" if UNCHECKED in action.rules else "PolicyViolation"
+            self.events.record(involved, "Warning", reason, action.reason)
             return
         try:
             self.kube.json_patch(_service_path(action.namespace, action.service), action.repair)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,12 @@ class Watcher(threading.Thread):
         self.stop = stop
         self.timeout_seconds = timeout_seconds
         self.store = Store()
+        self.last_progress = time.monotonic()  # a list, a watch (re)started or an event: for /healthz
+
+    def stalled(self, now: float) -> bool:
+        """No list, watch request or event for longer than one watch request can last (its server
+        timeout, spread by up to 1.5x, plus the client's read timeout): the loop is hung."""
+        return now - self.last_progress > self.timeout_seconds * 1.5 + 60.0
 
     def run(self) -> None:
         backoff = Backoff(base=0.5, cap=10.0)
@@ -97,7 +104,9 @@ class Watcher(threading.Thread):
                 self.stop.wait(backoff.delay(min(failures, 6)))
 
     def _relist(self) -> str:
+        self.last_progress = time.monotonic()
         items, version = self.kube.list_all(self.path, self.selector)
+        self.last_progress = time.monotonic()
         fresh = {_key(item): self.fingerprint(item) for item in items}
         with self.store.lock:
             old = self.store.items
@@ -112,7 +121,9 @@ class Watcher(threading.Thread):
         """One watch request; returns the resourceVersion to resume from when the server ends it."""
         # Spread the reconnections of the watches (as client-go does).
         timeout = int(self.timeout_seconds * random.uniform(1.0, 1.5))
+        self.last_progress = time.monotonic()
         for event in self.kube.watch(self.path, version, self.selector, timeout):
+            self.last_progress = time.monotonic()
             if self.stop.is_set():
                 break
             kind, obj = event.get("type"), event.get("object") or {}

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.podfactory import load_render, pod_from_statefulset, services, statefulsets
+from tests.support.podfactory import load_render, pod_from_statefulset, render_names, services, statefulsets
 from webhook.core import mutate
 from webhook.core.clouds import IMMUTABLE_ANNOTATIONS
 from webhook.core.names import (
@@ -42,6 +42,7 @@ from webhook.core.reconcile import (
     plan_namespace,
     recorded_differences,
     recorded_immutable_settings,
+    replicas_of,
     unexposed_pod_selectors,
 )
 from webhook.core.services import broker_service, is_managed
@@ -548,10 +549,13 @@ def test_owned_fields_read_managed_fields() -> None:
     assert owned_fields(services[0], manager="someone-else") == set()
 
 
-def test_ownership_left_by_the_create_is_converted() -> None:
+def test_ownership_left_by_the_create_is_converted_only_when_an_update_is_needed() -> None:
     sts = broker_statefulset()
     pods, services = steady(sts)
     services[0]["metadata"]["managedFields"][0]["operation"] = "Update"
+    plan = plan_namespace(state(pods, [sts], services), SETTINGS)
+    assert kinds(plan) == []  # a Service that does not drift costs its create, nothing more
+    services[0]["metadata"]["annotations"][AWS_INTERNAL] = "false"  # a hand edit: real drift
     plan = plan_namespace(state(pods, [sts], services), SETTINGS)
     assert kinds(plan) == [("update", "kafka-broker-0-external")]
     assert plan.actions[0].convert_ownership
@@ -944,3 +948,22 @@ def test_the_audit_reports_and_repairs_only_when_asked() -> None:
     assert plan_namespace(state([], [], [public], opted_in=False), enforce).actions == ()
     compliant = foreign("fine")  # a ClusterIP without external-dns names: out of scope
     assert plan_namespace(state([], [], [compliant]), enforce).actions == ()
+
+
+@pytest.mark.parametrize("name", render_names())
+def test_every_broker_the_webhook_exposes_gets_the_plan_it_advertises(name: str) -> None:
+    """The controller derives, it does not read: for every shared render, the pods the webhook exposed
+    must be derived to exactly what the webhook recorded on them (what the broker advertises)."""
+    for sts in statefulsets(render(name)):
+        sts["metadata"]["namespace"] = NS
+        if not mutate(sts, SETTINGS, NS).plans:
+            continue
+        sts["metadata"]["uid"] = pod_from_statefulset(sts, 0, NS)["metadata"]["ownerReferences"][0]["uid"]
+        for ordinal in range(min(replicas_of(sts), 3)):
+            decision = mutate(pod_from_statefulset(sts, ordinal, NS), SETTINGS, NS)
+            if not decision.plans:
+                continue
+            pod = decision.result
+            plan = plan_from_pod(pod, sts, SETTINGS, NS)
+            assert plan is not None, (name, ordinal)
+            assert recorded_differences(pod, plan) == [], (name, ordinal)
