@@ -413,6 +413,8 @@ class StartCommand(_RuntimeName):
 
 
 FLAVORS: tuple[Flavor, ...] = (StartCommand(), PreparedFile(), ShellExport(), EnvOnly())
+# Flavors finished at start: the listener name may fall back then (see listener.awk).
+RUNTIME_FLAVORS = frozenset(f.name for f in FLAVORS if isinstance(f, _RuntimeName))
 
 
 def detect_flavor(spec: dict[str, Any], container: dict[str, Any], family: Family) -> Flavor | None:

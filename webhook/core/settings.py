@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from webhook.core.clouds import CLOUD_PRESETS
-from webhook.core.names import DNS_NAME_RE, SECURITY_PROTOCOLS
+from webhook.core.names import DNS_1035_RE, DNS_NAME_RE, SECURITY_PROTOCOLS
 
 PLACEHOLDERS = ("pod", "ordinal", "statefulset", "namespace", "domain")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
@@ -277,6 +277,22 @@ class Settings(_Model):
     version: str = Field(default="default", exclude=True)
 
     @model_validator(mode="after")
+    def _check_templates(self) -> Settings:
+        if "{pod}" not in self.host_template and "{ordinal}" not in self.host_template:
+            raise ValueError(
+                f"hostTemplate {self.host_template!r} gives every broker the same name: use {{pod}} or {{ordinal}}"
+            )
+        sample = self.load_balancer.service_name_template.format(
+            pod="kafka-0", ordinal=0, statefulset="kafka", namespace="kafka", domain=self.domain
+        )
+        if not DNS_1035_RE.match(sample[:63].rstrip("-")):
+            raise ValueError(
+                f"loadBalancer.serviceNameTemplate gives {sample!r}: a Service name must be a DNS-1035 label "
+                "(lower-case letters, digits and '-', starting with a letter)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_policy(self) -> Settings:
         allowed = self.policy.allowed_domains
         if allowed and not any(_under(self.domain, d) for d in allowed):
@@ -288,6 +304,29 @@ class Settings(_Model):
                 "cert-manager: leave it unset (or SSL / SASL_SSL)"
             )
         return self
+
+
+def template_warnings(settings: Settings) -> list[str]:
+    """What the templates may produce that settings validation cannot refuse outright (it depends on
+    the charts): names shared by brokers of different StatefulSets or namespaces."""
+    problems = []
+    host = settings.host_template
+    if "{namespace}" not in host:
+        problems.append(
+            f"hostTemplate {host!r} has no {{namespace}}: brokers of equally named StatefulSets in two "
+            "namespaces get the same name"
+        )
+    if "{pod}" not in host and "{statefulset}" not in host:
+        problems.append(
+            f"hostTemplate {host!r} has {{ordinal}} but no {{statefulset}}: two StatefulSets collide"
+        )
+    service = settings.load_balancer.service_name_template
+    if "{pod}" not in service and not ("{statefulset}" in service and "{ordinal}" in service):
+        problems.append(
+            f"loadBalancer.serviceNameTemplate {service!r} is not unique per broker: use {{pod}}, or "
+            "{statefulset} and {ordinal}"
+        )
+    return problems
 
 
 def _under(host: str, domain: str) -> bool:
