@@ -72,8 +72,12 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
 
 
 def rendered(chart: str, settings: Settings, namespace: str) -> list[dict[str, Any]]:
-    text = (FIXTURES / f"{chart}.yaml").read_text()
-    return [d for d in yaml.safe_load_all(render_text(text, settings, namespace)) if d]
+    """`helm template -n <namespace> | kafka-expose render --namespace <namespace>`: the chart's
+    objects name no namespace of their own (the fixture's `kafka` is dropped)."""
+    docs = [d for d in yaml.safe_load_all((FIXTURES / f"{chart}.yaml").read_text()) if d]
+    for doc in docs:
+        (doc.get("metadata") or {}).pop("namespace", None)
+    return [d for d in yaml.safe_load_all(render_text(yaml.safe_dump_all(docs), settings, namespace)) if d]
 
 
 def issue(api: client.ApiClient, docs: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
