@@ -15,6 +15,7 @@ WRITES = (
     "report-address",
     "apply-certificate",
     "delete-certificate",
+    "restart-broker",
 )
 FAILURE_MODES = ("api", "conflict", "lost-lease", "unexpected", "settings-rejected")
 

@@ -30,6 +30,7 @@ from webhook.core.reconcile import (
     NamespaceState,
     Replace,
     ReportAddress,
+    RestartBroker,
     Unexposed,
     Update,
     Wait,
@@ -228,6 +229,8 @@ class Reconciler:
             case DeleteCertificate():
                 if self.kube.delete(_certificate_path(action.namespace, action.service), uid=action.uid):
                     self._event(owner, "Normal", "CertificateDeleted", f"Deleted: {action.reason}")
+            case RestartBroker():
+                self._restart_broker(action, owner)
             case CertificateConflict():
                 self._event(owner, "Warning", "CertificateNameConflict", action.reason)
         if action.kind in WRITES:
@@ -433,3 +436,22 @@ class Reconciler:
                     raise
         self.kube.apply(_certificate_path(action.namespace, action.service), action.desired)
         self._event(owner, "Normal", "CertificateApplied", action.reason)
+
+    def _restart_broker(self, action: RestartBroker, owner: Mapping[str, Any] | None) -> None:
+        """Evict (not delete) the broker pod: the API server refuses (429) what its PodDisruptionBudget
+        does not allow, and the next reconcile tries again."""
+        eviction = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": action.pod, "namespace": action.namespace},
+            "deleteOptions": {"preconditions": {"uid": action.pod_uid}} if action.pod_uid else {},
+        }
+        path = Kube.path("v1", "pods", action.namespace, action.pod) + "/eviction"
+        try:
+            self.kube.create(path, eviction)
+        except ApiError as error:
+            if error.status in (404, 409, 429):  # gone, replaced, or the budget says not now
+                log.info("eviction deferred", extra={"fields": {"pod": action.pod, "status": error.status}})
+                return
+            raise
+        self._event(owner, "Normal", "BrokerRestartedForRenewal", action.reason)

@@ -27,6 +27,7 @@ have landed, so that the split is one move and not a merge of two rewrites.
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -223,6 +224,17 @@ class DeleteCertificate(_Action):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RestartBroker(_Action):
+    """cert-manager renewed the Certificate after this broker started: evict it (the Eviction API
+    honours PodDisruptionBudgets), one broker of a StatefulSet at a time, all others Ready, so it comes
+    back serving the new certificate. `service` holds the Certificate's name."""
+
+    kind: ClassVar[str] = "restart-broker"
+    pod: str
+    pod_uid: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class CertificateConflict(_Action):
     """The Certificate's name is taken by one kafka-expose did not make: left alone, reported."""
 
@@ -246,6 +258,7 @@ Action = (
     | ApplyCertificate
     | DeleteCertificate
     | CertificateConflict
+    | RestartBroker
 )
 A = TypeVar("A", bound=_Action)
 
@@ -925,6 +938,8 @@ def _certificates(
                     password_secret=secret,
                 )
             )
+        elif settings.tls.restart_on_renewal:
+            actions.extend(_restart_after_renewal(state, sts, current))
         observed.pop(cert, None)  # planned: not a leftover
     for cert, current in sorted(observed.items()):
         owner = owners.get(cert)
@@ -940,6 +955,72 @@ def _certificates(
             )
         )
     return actions
+
+
+def _restart_after_renewal(
+    state: NamespaceState, statefulset: Mapping[str, Any], certificate: Mapping[str, Any]
+) -> list[Action]:
+    """The first broker (by ordinal) whose containers started before the certificate's notBefore,
+    when every broker of the StatefulSet is Ready and none is going: a rolling restart of one broker
+    per reconcile, so the cluster keeps its replicas in sync meanwhile."""
+    status = _dict(certificate.get("status"))
+    renewed = _timestamp(status.get("notBefore"))
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    if renewed is None or not ready:
+        return []
+    name = name_of(statefulset)
+    pods = {name_of(p): p for p in state.pods if controlling_statefulset(p, [statefulset]) is statefulset}
+    brokers = [pods.get(f"{name}-{i}") for i in ordinals_of(statefulset)]
+    if any(p is None or _meta(p).get("deletionTimestamp") or not _pod_ready(p) for p in brokers):
+        return []  # a broker is missing, going or not Ready: wait for it
+    for pod in brokers:
+        assert pod is not None  # checked above
+        started = _started(pod)
+        if started is not None and started < renewed:
+            cert = name_of(certificate)
+            reason = (
+                f"broker {name_of(pod)} restarts to serve Certificate {cert} renewed at {status['notBefore']}"
+            )
+            return [
+                RestartBroker(
+                    namespace=state.namespace,
+                    service=cert,
+                    reason=reason,
+                    statefulset=name,
+                    pod=name_of(pod),
+                    pod_uid=uid_of(pod),
+                )
+            ]
+    return []
+
+
+def _timestamp(value: Any) -> float | None:
+    """Seconds of an RFC 3339 time as the API server writes it (`2026-12-02T14:05:40Z`)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    conditions = _dict(pod.get("status")).get("conditions") or []
+    return any(
+        isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
+    )
+
+
+def _started(pod: Mapping[str, Any]) -> float | None:
+    """When the last of the pod's containers started (what it mounted is at least that recent)."""
+    times = [
+        _timestamp(_dict(_dict(c).get("state")).get("running", {}).get("startedAt"))
+        for c in _dict(pod.get("status")).get("containerStatuses") or []
+    ]
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
 
 
 def _owned_by(certificate: Mapping[str, Any], statefulset: Mapping[str, Any]) -> bool:

@@ -212,6 +212,8 @@ class TlsSettings(_Model):
     duration: Annotated[str, AfterValidator(_go_duration)] = "2160h"
     renew_before: Annotated[str, AfterValidator(_go_duration)] = "360h"
     client_auth: Literal["none", "requested", "required"] = "none"
+    # After a renewal, evict (PDB-respecting) one broker at a time so each serves the new certificate.
+    restart_on_renewal: StrictBool = True
 
     @property
     def enabled(self) -> bool:

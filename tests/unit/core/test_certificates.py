@@ -4,6 +4,7 @@ with once its image has evaluated env, shell command and prepared file (imagesim
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -34,9 +35,10 @@ from webhook.core.reconcile import (
     CertificateConflict,
     DeleteCertificate,
     NamespaceState,
+    RestartBroker,
     plan_namespace,
 )
-from webhook.core.settings import SettingsError, parse_settings
+from webhook.core.settings import Settings, SettingsError, parse_settings
 
 pytestmark = pytest.mark.unit
 
@@ -274,6 +276,36 @@ def test_the_controller_plans_one_certificate_per_statefulset_and_keeps_it_in_st
     assert len(plan_namespace(_tls_namespace(3, certs=(foreign,)), TLS).of(CertificateConflict)) == 1
     assert plan_namespace(_tls_namespace(3, certs=(foreign,)), TLS).of(ApplyCertificate) == []
     assert plan_namespace(_tls_namespace(3, certs=(foreign,)), PLAIN).of(DeleteCertificate) == []
+
+
+def _running(pod: dict[str, Any], started: str) -> dict[str, Any]:
+    status = {
+        "conditions": [{"type": "Ready", "status": "True"}],
+        "containerStatuses": [{"name": "kafka", "state": {"running": {"startedAt": started}}}],
+    }
+    return {**pod, "status": status}
+
+
+def test_after_a_renewal_one_broker_at_a_time_restarts_to_serve_it() -> None:
+    [apply] = plan_namespace(_tls_namespace(3), TLS).of(ApplyCertificate)
+    status = {"notBefore": "2026-12-02T12:00:00Z", "conditions": [{"type": "Ready", "status": "True"}]}
+    renewed = {**apply.desired, "status": status}
+
+    def plan(*started: str, settings: Settings = TLS) -> list[RestartBroker]:
+        state = _tls_namespace(3, certs=(renewed,))
+        pods = [_running(p, t) for p, t in zip(state.pods, started, strict=True)]
+        return plan_namespace(dataclasses.replace(state, pods=pods), settings).of(RestartBroker)
+
+    old, new = "2026-12-02T11:00:00Z", "2026-12-02T12:00:05Z"
+    assert [r.pod for r in plan(old, old, old)] == ["kafka-broker-0"]  # one at a time, by ordinal
+    assert [r.pod for r in plan(new, old, old)] == ["kafka-broker-1"]
+    assert plan(new, new, new) == []  # all serve the renewed certificate
+    off = TLS.model_copy(update={"tls": TLS.tls.model_copy(update={"restart_on_renewal": False})})
+    assert plan(old, old, old, settings=off) == []
+    state = _tls_namespace(3, certs=(renewed,))
+    not_ready = [_running(p, old) for p in state.pods]
+    not_ready[2] = {**not_ready[2], "status": {**not_ready[2]["status"], "conditions": []}}
+    assert plan_namespace(dataclasses.replace(state, pods=not_ready), TLS).of(RestartBroker) == []
 
 
 # ----------------------------------------------------------------------------- policy and overrides

@@ -368,6 +368,7 @@ def test_base_rbac_is_exactly_what_the_server_and_controller_use(base: list[dict
         ("ClusterRole", "events.k8s.io", "events"): {"create", "patch"},
         ("Role", "coordination.k8s.io", "leases"): {"get", "create", "update"},
         ("ClusterRole", "cert-manager.io", "certificates"): {"list", "create", "patch", "delete"},
+        ("ClusterRole", "", "pods/eviction"): {"create"},
     }
     role = one(base, "Role", "kafka-expose-leader-election")
     assert role["metadata"]["namespace"] == NAMESPACE
