@@ -27,6 +27,7 @@ from tests.cluster.controller_fixtures import (
     create_objects,
     delete_namespaces,
     event_reasons,
+    pods,
     running,
     scale,
 )
@@ -200,3 +201,54 @@ def test_the_controller_keeps_one_certificate_per_statefulset_in_step_with_its_r
             assert "CertificateApplied" in event_reasons(api, ns)
     finally:
         delete_namespaces(api, [ns, lease_ns])
+
+
+def test_after_a_renewal_every_broker_restarts_onto_the_new_certificate(
+    ca_pem: bytes, control_plane: ControlPlane, node_agent: NodeAgentStandIn, tmp_path: Path
+) -> None:
+    """A short-lived certificate (90 s, renewed 60 s before expiry): cert-manager renews it without a
+    person, and the controller evicts the brokers one at a time until each started after the renewal."""
+    text = CONTROLLER_TLS_SETTINGS.replace(
+        "  mode: cert-manager\n", "  mode: cert-manager\n  duration: 90s\n  renewBefore: 60s\n"
+    )
+    settings_path = tmp_path / "settings.yaml"
+    settings_path.write_text(text)
+    settings = load_settings_text(text)
+    api = control_plane.api_client()
+    lease_ns = create_namespace(api, "tls-lease", opted_in=False)
+    ns = create_namespace(api, "tls-renew")
+    try:
+        sts = broker_statefulset(ns, replicas=2, settings=settings)
+        sts["spec"]["template"]["metadata"]["annotations"][CERTIFICATE] = certificate_name("kafka-broker")
+        create_objects(control_plane, [sts])
+        with running(Controller(control_plane, settings_path, lease_ns, tmp_path)) as (ctl,):
+            name = certificate_name("kafka-broker")
+            wait_for(lambda: _exists(api, ns, name), 60, 0.5, f"the controller's Certificate\n{ctl.log()}")
+            certmanager.wait_certificate_ready(api, ns, name)
+            secret = secret_name("kafka-broker")
+            first = certmanager.secret_data(api, ns, secret)["tls.crt"]
+            before = {p: pod["metadata"]["uid"] for p, pod in pods(api, ns).items()}
+            renewed = certmanager.wait_secret_changed(api, ns, secret, "tls.crt", first, timeout=120)
+            serial = x509.load_pem_x509_certificate(renewed).serial_number
+            assert serial != x509.load_pem_x509_certificate(first).serial_number
+
+            def all_restarted() -> bool:
+                now = pods(api, ns)
+                return len(now) == 2 and all(now[p]["metadata"]["uid"] != uid for p, uid in before.items())
+
+            wait_for(all_restarted, 120, 1.0, f"both brokers restarted after the renewal\n{ctl.log()}")
+            assert "BrokerRestartedForRenewal" in event_reasons(api, ns)
+    finally:
+        delete_namespaces(api, [ns, lease_ns])
+
+
+def _exists(api: client.ApiClient, namespace: str, name: str) -> bool:
+    try:
+        certmanager.custom(api).get_namespaced_custom_object(
+            "cert-manager.io", "v1", namespace, "certificates", name
+        )
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return True
