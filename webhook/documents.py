@@ -38,8 +38,34 @@ def split_documents(text: str) -> list[Document]:
     return documents
 
 
+class _NoAliases(yaml.SafeDumper):
+    """The core shares unchanged values between objects (copy-on-write): written out, they must be
+    copies, never YAML anchors and aliases (kubectl and Helm accept them, many tools do not)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def dump(obj: Any) -> str:
-    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=100000)
+    return yaml.dump(obj, Dumper=_NoAliases, sort_keys=False, default_flow_style=False, width=100000)
+
+
+def leading_comments(raw: str) -> str:
+    """The comment lines before a document's first content line (Helm's `# Source: ...`)."""
+    kept = []
+    for line in raw.lstrip("\n").splitlines():
+        if line.startswith("#"):
+            kept.append(line)
+        elif line.strip():
+            break
+    return "".join(line + "\n" for line in kept)
+
+
+def namespace_of(obj: Any) -> str | None:
+    """An object's own metadata.namespace, if it names one."""
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    ns = metadata.get("namespace") if isinstance(metadata, dict) else None
+    return ns if isinstance(ns, str) and ns else None
 
 
 def read_input(path: str) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from webhook.core.flavors import INIT_CONTAINER, PROPERTIES_MOUNT
-from webhook.core.images import FAMILIES, Family, image_family
+from webhook.core.images import BITNAMI_ALIASED, FAMILIES, Family, command_words, container_family
 from webhook.core.settings import Settings
 
 POD_IP = "10.1.2.3"
@@ -92,8 +92,39 @@ def container_env(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, s
     return env
 
 
+_WURSTMEISTER_SKIPPED = (
+    "KAFKA_HOME",
+    "KAFKA_CREATE_TOPICS",
+    "KAFKA_ADVERTISED_PROTOCOL_NAME",
+    "KAFKA_PROTOCOL_NAME",
+)
+
+
+def wurstmeister_properties(env: dict[str, str]) -> dict[str, str]:
+    """start-kafka.sh: KAFKA_PORT defaults to 9092; `_{HOSTNAME_COMMAND}` in a value becomes the
+    output of HOSTNAME_COMMAND; every other `KAFKA_X_Y` becomes `x.y` (lower case, every `_` a dot)."""
+    env = {"KAFKA_PORT": "9092", **env}
+    env.pop("KAFKA_HEAP_OPTS", None)
+    hostname = "host-from-command" if env.get("HOSTNAME_COMMAND") else None
+    props = {}
+    for name, value in env.items():
+        if not name.startswith("KAFKA_") or name.startswith(_WURSTMEISTER_SKIPPED):
+            continue
+        if hostname is not None:
+            value = value.replace("_{HOSTNAME_COMMAND}", hostname)
+        props[name[len("KAFKA_") :].lower().replace("_", ".")] = value
+    if "listeners" not in props:
+        props["listeners"] = f"PLAINTEXT://:{props['port']}"  # what Kafka binds on `port`
+    return props
+
+
 def env_to_properties(env: dict[str, str], family: Family) -> dict[str, str]:
     """The images' rule: strip the prefix, lower-case, `___` -> `-`, `__` -> `_`, `_` -> `.`."""
+    if family.rule == "wurstmeister":
+        return wurstmeister_properties(env)
+    if family.name == "bitnami":
+        # libkafka.sh exports each legacy KAFKA_<X> of its list over KAFKA_CFG_<X>.
+        env = {**env, **{f"KAFKA_CFG_{s}": env[f"KAFKA_{s}"] for s in BITNAMI_ALIASED if f"KAFKA_{s}" in env}}
     props = {}
     for name, value in env.items():
         if not name.startswith(family.env_prefix) or name.startswith("KAFKA_CFG_") != (
@@ -157,8 +188,126 @@ def prepared_properties(pod: dict[str, Any], render_docs: list[dict[str, Any]]) 
             headless = (
                 f"{name}.kafka-{role}-headless.{pod['metadata'].get('namespace', 'kafka')}.svc.cluster.local"
             )
-            return text.replace("advertised-address-placeholder", headless) + "\n"
+            text = text.replace("advertised-address-placeholder", headless) + "\n"
+            return _bitnami_external_access(pod, name, text)
     raise AssertionError("no ConfigMap with server.properties behind the prepared file")
+
+
+def _bitnami_external_access(pod: dict[str, Any], name: str, text: str) -> str:
+    """The chart's `configure_external_access`: its listener appended to advertised.listeners with
+    the host of this pod (from EXTERNAL_ACCESS_HOSTS_LIST, or a discovered LB name) and the port."""
+    for init in pod["spec"].get("initContainers") or []:
+        env = container_env(pod, init)
+        if "EXTERNAL_ACCESS_LISTENER_NAME" not in env:
+            continue
+        ordinal = int(name.rsplit("-", 1)[1])
+        hosts = [h for h in env.get("EXTERNAL_ACCESS_HOSTS_LIST", "").split(",") if h]
+        host = hosts[ordinal] if ordinal < len(hosts) else f"lb-{ordinal}.elb.example.net"
+        port = env.get("EXTERNAL_ACCESS_PORT", "9094")
+        entry = f"{env['EXTERNAL_ACCESS_LISTENER_NAME']}://{host}:{port}"
+        return re.sub(r"^(advertised\.listeners=\S+)$", rf"\1,{entry}", text, flags=re.M)
+    return text
+
+
+_SHELLS = {"sh", "bash", "ash", "dash"}
+_KAFKA_TOOL = re.compile(r"[^\s\"';&|()]*kafka-(server-start|storage)\.sh")
+
+
+def _runs_start_script(container: dict[str, Any], family: Family) -> bool:
+    words = command_words(container)
+    if not container.get("command") and family.entrypoint and container.get("args"):
+        return True
+    return any("kafka-server-start.sh" in word for word in words)
+
+
+class _PodFiles:
+    """The pod's volumes as directories, so its containers' scripts run for real: ConfigMaps filled
+    from the render, everything else empty; nothing else of the root filesystem is writable (read-only
+    root, as these charts set it): TMPDIR points nowhere, kafka tools are stubs that record what they ran."""
+
+    def __init__(self, pod: dict[str, Any], docs: list[dict[str, Any]], root: Path) -> None:
+        self.root = root
+        config_maps = {d["metadata"]["name"]: d for d in docs if d.get("kind") in ("ConfigMap", "Secret")}
+        self.volumes: dict[str, Path] = {}
+        for volume in pod["spec"].get("volumes") or []:
+            path = root / "volumes" / volume["name"]
+            path.mkdir(parents=True)
+            source = volume.get("configMap") or volume.get("secret") or {}
+            doc = config_maps.get(source.get("name") or source.get("secretName"))
+            for key, value in ((doc or {}).get("data") or {}).items():
+                (path / key).write_text(str(value))
+            self.volumes[volume["name"]] = path
+        self.bin = root / "bin"
+        self.bin.mkdir()
+        self.record = root / "started"
+        start = self.bin / "kafka-server-start.sh"
+        start.write_text(
+            "#!/bin/sh\n"
+            f'for a in "$@"; do printf \'%s\\n\' "$a" >> {self.record}.args; done\n'
+            f'[ "$1" = -daemon ] && shift\n[ -r "$1" ] && cat "$1" > {self.record}.file\nexit 0\n'
+        )
+        storage = self.bin / "kafka-storage.sh"
+        storage.write_text("#!/bin/sh\nexit 0\n")
+        start.chmod(0o755)
+        storage.chmod(0o755)
+
+    def rewrite(self, container: dict[str, Any], text: str) -> str:
+        mounts = sorted(container.get("volumeMounts") or [], key=lambda m: -len(m["mountPath"]))
+        targets = {}
+        for mount in mounts:
+            host = self.volumes[mount["name"]] / mount.get("subPath", "")
+            targets[mount["mountPath"].rstrip("/")] = str(host)
+        text = _KAFKA_TOOL.sub(lambda m: str(self.bin / f"kafka-{m.group(1)}.sh"), text)
+        if not targets:
+            return text
+        pattern = "|".join(re.escape(p) for p in targets)
+        return re.sub(rf"(?<![\w.-])({pattern})(?=$|[/\s\"';])", lambda m: targets[m.group(1)], text)
+
+    def run(self, pod: dict[str, Any], container: dict[str, Any], words: list[str]) -> str:
+        env = {**container_env(pod, container), "HOSTNAME": pod["metadata"]["name"], "TMPDIR": "/nonexistent"}
+        words = [self.rewrite(container, expand(word, env)) for word in words]
+        if os.path.basename(words[0]) in _SHELLS:
+            words[0] = os.path.basename(words[0])
+        clean = {"PATH": f"{self.bin}:" + os.environ.get("PATH", "/usr/bin:/bin"), **env}
+        result = subprocess.run(
+            words, env=clean, capture_output=True, text=True, timeout=30, cwd=self.root, check=False
+        )
+        assert result.returncode == 0, (words, result.stderr)
+        return result.stdout + result.stderr
+
+    def started(self) -> tuple[dict[str, str], list[str]]:
+        """The properties kafka.Kafka runs with: the file, then each --override (the last wins)."""
+        args = Path(f"{self.record}.args").read_text().splitlines()
+        file = Path(f"{self.record}.file")
+        props = parse_properties(file.read_text()) if file.exists() else {}
+        rest = args[1:] if args and args[0] == "-daemon" else args
+        rest = rest[1:]
+        for index, word in enumerate(rest):
+            if word == "--override" and index + 1 < len(rest):
+                key, _, value = rest[index + 1].partition("=")
+                props[key.strip()] = value.strip()
+            elif word.startswith("--override="):
+                key, _, value = word.removeprefix("--override=").partition("=")
+                props[key.strip()] = value.strip()
+        return props, args
+
+
+def start_command(
+    pod: dict[str, Any], container: dict[str, Any], family: Family, docs: list[dict[str, Any]]
+) -> Broker:
+    """Run the pod's init containers' and the broker's shell commands for real over its volumes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files = _PodFiles(pod, docs, Path(tmp))
+        log = ""
+        for init in pod["spec"].get("initContainers") or []:
+            if os.path.basename(str((init.get("command") or [""])[0])) in _SHELLS:
+                log += files.run(pod, init, [*(init.get("command") or []), *(init.get("args") or [])])
+        words = [*(container.get("command") or []), *(container.get("args") or [])]
+        if not container.get("command") and family.entrypoint:
+            words = [family.entrypoint, *words]
+        log += files.run(pod, container, words)
+        props, _ = files.started()
+        return Broker(props, "start-command", log, container_env(pod, container))
 
 
 def evaluate(
@@ -167,8 +316,10 @@ def evaluate(
     """The broker's effective properties after its image evaluated env, command and files."""
     spec = pod["spec"]
     container, family = next(
-        (c, f) for c in spec["containers"] if (f := image_family(c.get("image", ""), settings)) is not None
+        (c, f) for c in spec["containers"] if (f := container_family(c, settings)) is not None
     )
+    if _runs_start_script(container, family):
+        return start_command(pod, container, family, render_docs or [])
     env = container_env(pod, container)
     ours = [c for c in spec.get("initContainers") or [] if c["name"] == INIT_CONTAINER]
     mounts_file = any(

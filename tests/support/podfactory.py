@@ -36,8 +36,10 @@ _RESOURCES = {"Pod": "pods", "Service": "services", "StatefulSet": "statefulsets
 
 
 def render_names(*valuesets: str) -> list[str]:
-    """The names of the available renders (without `.yaml`), optionally only those of `valuesets`."""
-    names = sorted(path.stem for path in FIXTURES.glob("*.yaml"))
+    """The names of the available renders (without `.yaml`, those of `new/` as `new/<name>`),
+    optionally only those of `valuesets`."""
+    paths = [*FIXTURES.glob("*.yaml"), *FIXTURES.glob("new/*.yaml")]
+    names = sorted(str(path.relative_to(FIXTURES).with_suffix("")) for path in paths)
     return [name for name in names if not valuesets or any(name.endswith("-" + v) for v in valuesets)]
 
 

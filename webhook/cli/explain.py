@@ -7,8 +7,11 @@ from typing import Any
 
 from webhook.cli.inputs import settings_and_objects
 from webhook.core import mutate
-from webhook.core.settings import Settings
-from webhook.documents import InputError, fail
+from webhook.core.decision import BrokerPlan
+from webhook.core.flavors import RUNTIME_FLAVORS
+from webhook.core.images import FAMILIES, looks_like_kafka, repository
+from webhook.core.settings import Settings, template_warnings
+from webhook.documents import InputError, fail, namespace_of
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,26 +21,75 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def explain_objects(items: list[dict[str, Any]], settings: Settings, namespace: str | None) -> list[str]:
-    lines = []
+    """One line per broker (or why not); never nothing: "no Kafka broker found" with the images seen."""
+    lines = [f"settings: {problem}" for problem in template_warnings(settings)]
+    images: list[str] = []
+    brokers = 0
     for obj in items:
         kind = obj.get("kind")
         if kind not in ("StatefulSet", "Pod", "Service"):
             continue
         name = (obj.get("metadata") or {}).get("name")
-        decision = mutate(obj, settings, namespace)
+        decision = mutate(obj, settings, namespace_of(obj) or namespace)
+        pod_containers = _containers(obj)
+        images += [str(c.get("image")) for c in pod_containers]
         if decision.plans:
+            brokers += 1
             for plan in decision.plans:
-                protocol = plan.security_protocol or "that of the client listener"
-                lines.append(
-                    f"{plan.namespace}/{plan.pod}: advertises {plan.advertised} ({protocol}), "
-                    f"listens on container port {plan.container_port} ({plan.flavor}); "
-                    f"LoadBalancer Service {plan.service_name} {plan.advertised_port}->{plan.container_port}"
-                )
+                lines.append(_plan_line(plan, settings))
         elif decision.outcome == "mutated":
             lines.append(f"{kind} {name}: {decision.reason}")
-        elif decision.outcome == "warned" or (kind != "Service" and "Kafka" not in decision.reason):
+        elif decision.outcome == "warned":
+            brokers += 1
             lines.append(f"{kind} {name}: not exposed: {decision.reason}")
+        elif kind != "Service":
+            unknown = "no Kafka broker" in decision.reason
+            advice = [_declare(c) for c in pod_containers if unknown and looks_like_kafka(c)]
+            if advice:
+                brokers += 1
+                lines += [f"{kind} {name}: not exposed: {line}" for line in advice]
+            elif "Kafka" not in decision.reason and pod_containers:
+                lines.append(f"{kind} {name}: not exposed: {decision.reason}")
+    if not brokers:
+        seen = ", ".join(dict.fromkeys(images)) or "none"
+        lines.append(f"no Kafka broker found (images seen: {seen})")
     return lines
+
+
+def _plan_line(plan: BrokerPlan, settings: Settings) -> str:
+    protocol = plan.security_protocol or "that of the client listener"
+    listener = plan.advertised
+    if plan.flavor in RUNTIME_FLAVORS:
+        fallbacks = ", ".join(settings.listener.fallback_names)
+        listener += (
+            f" (or the first free of {fallbacks} if the chart serves in-cluster on {plan.listener_name})"
+        )
+    return (
+        f"{plan.namespace}/{plan.pod}: advertises {listener} ({protocol}), "
+        f"listens on container port {plan.container_port} ({plan.flavor}); "
+        f"LoadBalancer Service {plan.service_name} {plan.advertised_port}->{plan.container_port}"
+    )
+
+
+def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = _dict(obj.get("spec"))
+    if obj.get("kind") == "StatefulSet":
+        spec = _dict(_dict(spec.get("template")).get("spec"))
+    items = spec.get("containers")
+    return [c for c in items if isinstance(c, dict)] if isinstance(items, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _declare(container: dict[str, Any]) -> str:
+    image = str(container.get("image"))
+    return (
+        f"container {container.get('name')} runs {image!r}, which looks like Kafka but is not a known image; "
+        f"declare it in settings: match: {{images: [{{pattern: '{repository(image)}', family: <{'|'.join(FAMILIES)}>}}]}} "
+        "(see README: supported images and mechanisms)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,8 +14,16 @@ from typing import Any
 from webhook.config import load_settings
 from webhook.core import mutate
 from webhook.core.services import broker_service
-from webhook.core.settings import Settings, SettingsError
-from webhook.documents import Document, DocumentError, dump, fail, split_documents
+from webhook.core.settings import Settings, SettingsError, template_warnings
+from webhook.documents import (
+    Document,
+    DocumentError,
+    dump,
+    fail,
+    leading_comments,
+    namespace_of,
+    split_documents,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,14 +56,28 @@ def _render_one(
 ) -> str:
     if document.obj is None or document.obj.get("kind") not in ("StatefulSet", "Service"):
         return document.raw
-    decision = mutate(document.obj, settings, namespace)
+    # The object's own namespace wins; --namespace only for objects that name none.
+    own = namespace_of(document.obj) or namespace
+    decision = mutate(document.obj, settings, own)
     for warning in decision.warnings:
         print(f"kafka-expose: warning: {_name(document.obj)}: {warning}", file=sys.stderr)
+    if decision.plans and own is None:
+        print(
+            f"kafka-expose: warning: {_name(document.obj)} names no namespace and --namespace is not "
+            "given: its Services are written without one (helm -n applies), their DNS names assume "
+            "namespace 'default'; pass --namespace",
+            file=sys.stderr,
+        )
     for plan in decision.plans:
         if plan.service_name not in existing_services:
-            added.append(broker_service(plan, settings))
+            service = broker_service(plan, settings)
+            if own is None:
+                del service["metadata"]["namespace"]
+            added.append(service)
             existing_services.add(plan.service_name)
-    return dump(decision.result) if decision.changed else document.raw
+    if not decision.changed:
+        return document.raw
+    return leading_comments(document.raw) + dump(decision.result)
 
 
 def _name(obj: dict[str, Any]) -> str:
@@ -65,6 +87,8 @@ def _name(obj: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
+        for problem in template_warnings(settings):
+            print(f"kafka-expose: warning: settings: {problem}", file=sys.stderr)
         text = sys.stdin.read()
         output = render_text(text, settings, args.namespace)
     except SettingsError as err:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from webhook.core.decision import BrokerPlan, Decision, Outcome
-from webhook.core.flavors import Listen, detect_flavor
+from webhook.core.flavors import Listen, detect_flavor, in_force
 from webhook.core.hosts import BrokerIdentity, HostError, env_expression, render, split_pod_name
-from webhook.core.images import FAMILIES, Family, image_family
+from webhook.core.images import FAMILIES, Family, container_family
 from webhook.core.listeners import ListenerError
 from webhook.core.names import (
     ADVERTISED,
@@ -18,6 +18,7 @@ from webhook.core.names import (
     EXTERNAL_DNS,
     FLAVOR,
     INTERNAL_LB_CLOUD,
+    LISTENER,
     POD_INDEX_LABEL,
     SECURITY_PROTOCOL,
     SERVICE,
@@ -95,8 +96,9 @@ def find_broker(metadata: Mapping[str, Any], spec: Mapping[str, Any], settings: 
     labels = str_map(metadata.get("labels"), "metadata.labels")
     wanted = settings.match.pod_labels
     by_labels = bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
+    # The broker need not be the first container (JMX or exporter sidecars often come first).
     for index, container in enumerate(containers(spec)):
-        family = image_family(str(container.get("image", "")), settings)
+        family = container_family(container, settings)
         if family is not None:
             return Broker(index, family)
     if by_labels and containers(spec):
@@ -104,9 +106,11 @@ def find_broker(metadata: Mapping[str, Any], spec: Mapping[str, Any], settings: 
     return None
 
 
-def _roles(container: Mapping[str, Any], family: Family) -> str | None:
+def _roles(container: dict[str, Any], family: Family) -> str | None:
+    if not family.reads_env:
+        return None  # from its file: the runtime check in the image decides
     try:
-        return literal_env(container, family.env_name("process.roles"))
+        return literal_env(container, in_force(container, family, "process.roles"))
     except ShapeError:
         return None  # from a Secret or ConfigMap: the runtime check in the image decides
 
@@ -152,8 +156,9 @@ def _choose_port(spec: Mapping[str, Any], container: Mapping[str, Any], name: st
     return port
 
 
-def port_name(settings: Settings) -> str:
-    return settings.listener.name.lower().replace("_", "-")[:15]
+def port_name(listener: str) -> str:
+    """The container port's name for a listener (an IANA_SVC_NAME: 15 characters, no `_`)."""
+    return listener.lower().replace("_", "-")[:15].strip("-") or "external"
 
 
 def expose(
@@ -163,6 +168,7 @@ def expose(
     identity: BrokerIdentity,
     concrete: bool,
     broker: Broker | None = None,
+    headless: str | None = None,
 ) -> BrokerPlan:
     """Edit a pod's (or pod template's) metadata and spec, by assigning new values to their fields
     (copy-on-write, see podspec.editable_pod); raise NotExposed with the reason.
@@ -179,27 +185,28 @@ def expose(
         raise NotExposed(f"KRaft controller-only node (process.roles={roles})", warn=False)
     flavor = detect_flavor(spec, container, broker.family)
     if flavor is None:
-        raise NotExposed(
-            f"unknown layout for image {container.get('image')!r}: no prepared server.properties, no shell "
-            f"command that execs the run script, no {broker.family.env_name('advertised.listeners')} env",
-            warn=True,
-        )
+        raise NotExposed(_unknown_layout(container, broker.family), warn=True)
     host = render(settings.host_template, identity, settings.domain) if concrete else ""
     listener = settings.listener
-    name = port_name(settings)
-    container_port = _choose_port(spec, container, name, listener.container_port or listener.port)
     expression, host_env = env_expression(settings.host_template, identity, settings.domain)
     listen = Listen(
         name=listener.name,
         host_expression=f"$({host_env[-1]['name']})",
         advertised_port=listener.port,
-        container_port=container_port,
+        container_port=0,
         security_protocol=listener.security_protocol,
         on_existing=settings.on_existing_listener,
         env=tuple(host_env),
+        fallbacks=listener.fallback_names,
+        headless=headless or _str_or_none(spec.get("subdomain")),
     )
     try:
-        protocol = flavor.apply(spec, container, broker.family, listen)
+        known_name = flavor.listener_name(container, broker.family, listen)
+        name = port_name(known_name or listener.name)
+        container_port = _choose_port(spec, container, name, listener.container_port or listener.port)
+        protocol = flavor.apply(
+            spec, container, broker.family, replace(listen, container_port=container_port)
+        )
     except ListenerError as err:
         raise NotExposed(f"cannot add the {listener.name} listener: {err}", warn=True) from None
     set_container_port(container, name, container_port)
@@ -209,7 +216,7 @@ def expose(
         statefulset=identity.statefulset,
         ordinal=identity.ordinal,
         flavor=flavor.name,
-        listener_name=listener.name,
+        listener_name=known_name or listener.name,
         host=host or expression,
         advertised_port=listener.port,
         container_port=container_port,
@@ -222,12 +229,37 @@ def expose(
     annotations = metadata["annotations"] = dict(str_map(metadata.get("annotations"), "metadata.annotations"))
     annotations[FLAVOR] = flavor.name
     annotations[SETTINGS_VERSION] = settings.version
+    annotations[LISTENER] = known_name or _runtime_choice(settings)
     if concrete:
         annotations[ADVERTISED] = plan.advertised
         annotations[SERVICE] = plan.service_name
         annotations[CONTAINER_PORT] = str(container_port)
         annotations[SECURITY_PROTOCOL] = protocol or "as the client listener (decided at start)"
     return plan
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _runtime_choice(settings: Settings) -> str:
+    fallbacks = ", ".join(settings.listener.fallback_names)
+    return f"{settings.listener.name}, or the first free of {fallbacks} if the chart serves in-cluster on it (chosen at start)"
+
+
+def _unknown_layout(container: Mapping[str, Any], family: Family) -> str:
+    image = container.get("image")
+    if not family.reads_env:
+        return (
+            f"unknown layout for image {image!r} (family {family.name}): no kafka-server-start.sh on its "
+            "command line; if its ENTRYPOINT is kafka-server-start.sh, declare it in settings.match.images "
+            "with `entrypoint`, or with the family that configures it"
+        )
+    return (
+        f"unknown layout for image {image!r} (family {family.name}): no kafka-server-start.sh on its command "
+        f"line, no prepared server.properties, no shell command that runs {', '.join(family.run_scripts)}, "
+        f"no {' or '.join(family.env_names('advertised.listeners'))} env"
+    )
 
 
 def _mutate_pod(obj: Mapping[str, Any], settings: Settings, namespace: str | None) -> Decision:
@@ -273,7 +305,14 @@ def _mutate_statefulset(obj: Mapping[str, Any], settings: Settings, namespace: s
         hosts = [
             render(settings.host_template, identity.for_ordinal(i), settings.domain) for i in range(replicas)
         ]
-        template_plan = expose(template_meta, template_spec, settings, identity, concrete=False)
+        template_plan = expose(
+            template_meta,
+            template_spec,
+            settings,
+            identity,
+            concrete=False,
+            headless=_str_or_none(spec.get("serviceName")),
+        )
     except (NotExposed, HostError) as err:
         warn = err.warn if isinstance(err, NotExposed) else True
         reason = err.reason if isinstance(err, NotExposed) else str(err)

@@ -122,10 +122,66 @@ def protocol_of(name: str, pairs: list[tuple[str, str]]) -> str | None:
     return name if name in SECURITY_PROTOCOLS else None
 
 
+_VARIABLE = re.compile(r"\$\(\([^)]*\)\)|\$\([A-Za-z0-9_]*\)|\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*")
+_IP = re.compile(r"^[0-9.]*$")
+_CLUSTER_NAME = re.compile(r"(^|\.)svc(\.|$)|\.(local|internal|localdomain)$|^\.")
+
+
+def is_outside(entry: Listener, headless: str | None = None) -> bool:
+    """The documented rule for "this advertised listener is the chart's own outside access" (the
+    runtime program, listener.awk, applies the same): its host, with shell and Kubernetes variables
+    taken out, is still a dotted DNS name that is neither an IP address nor a cluster name (`.svc`,
+    `.local`, `.internal`, a label that is the pod's headless Service). Pod IPs, pod host names and
+    headless-Service names serve inside."""
+    host = _VARIABLE.sub("", entry.host.lower())
+    if not host or "." not in host or _IP.match(host) or "[" in host or ":" in host:
+        return False
+    if headless and headless.lower() in host.split("."):
+        return False
+    return not _CLUSTER_NAME.search(host)
+
+
+def choose_name(
+    name: str,
+    fallbacks: tuple[str, ...],
+    advertised: list[Listener],
+    bound: list[Listener],
+    inter_broker: str | None,
+    controllers: list[str],
+    host: str | None = None,
+    headless: str | None = None,
+) -> str:
+    """`name`, unless the chart already uses it for in-cluster clients (an inside advertised host, a
+    bound-only listener, the inter-broker or a controller listener): then the first fallback name the
+    chart does not use. Raises ListenerError when none is free."""
+    taken = {entry.name for entry in [*advertised, *bound]} | set(controllers)
+    if name not in taken or any(e.name == name and e.host == host for e in advertised):
+        return name  # free, or ours from an earlier pass
+    ours = [entry for entry in advertised if entry.name == name]
+    serves_inside = (
+        not ours
+        or not all(is_outside(e, headless) for e in ours)
+        or name == inter_broker
+        or name in controllers
+    )
+    if not serves_inside:
+        return name
+    for candidate in fallbacks:
+        if any(entry.name == candidate and entry.host == host for entry in advertised):
+            return candidate  # ours, from an earlier pass
+        if candidate not in taken and candidate != inter_broker:
+            return candidate
+    raise ListenerError(
+        f"the chart serves in-cluster clients on {name} and none of listener.fallbackNames "
+        f"{list(fallbacks)} is free"
+    )
+
+
 @dataclass(frozen=True)
 class ListenerEdit:
     """Inputs and result of adding (or replacing) the external listener on one broker."""
 
+    name: str  # the listener name used (a fallback when the chart serves in-cluster on the configured one)
     advertised: str
     listeners: str
     protocol_map: str
@@ -147,6 +203,8 @@ def add_external_listener(
     container_port: int,
     protocol: str | None,
     on_existing: str,
+    fallbacks: tuple[str, ...] = (),
+    headless: str | None = None,
 ) -> ListenerEdit | None:
     """Add `name://host:port` to the advertised listeners and `name://:container_port` to the bound ones.
 
@@ -159,6 +217,7 @@ def add_external_listener(
     pairs = (
         parse_protocol_map(protocol_map) if protocol_map is not None else default_protocol_map(controllers)
     )
+    name = choose_name(name, fallbacks, advertised_entries, bound, inter_broker, controllers, host, headless)
     existing = any(entry.name == name for entry in advertised_entries)
     if existing and on_existing == "keep":
         return None
@@ -181,6 +240,7 @@ def add_external_listener(
     elif protocol:
         pairs = [(key, protocol if key == name else value) for key, value in pairs]
     return ListenerEdit(
+        name=name,
         advertised=format_listeners(new_advertised),
         listeners=format_listeners(new_bound),
         protocol_map=format_protocol_map(pairs),

@@ -27,6 +27,7 @@ ADVERTISED: Final = PREFIX + "advertised"
 SERVICE: Final = PREFIX + "service"
 CONTAINER_PORT: Final = PREFIX + "container-port"
 SECURITY_PROTOCOL: Final = PREFIX + "security-protocol"
+LISTENER: Final = PREFIX + "listener"  # the listener name used, or how it is chosen at start
 INTERNAL_LB_CLOUD: Final = PREFIX + "internal-load-balancer"  # on a chart Service made internal
 LOAD_BALANCER: Final = PREFIX + "load-balancer"  # on a broker pod: its Service's LB address
 CREATED_WITH: Final = PREFIX + "created-with"  # on a Service: immutable settings at creation
@@ -48,6 +49,7 @@ SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
 # -- DNS (RFC 1123, lower case, as Kubernetes and external-dns want them)
 DNS_LABEL_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_1035_RE: Final = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")  # Service names
 DNS_NAME_RE: Final = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
 )

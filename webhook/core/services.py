@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,15 +21,25 @@ from webhook.core.names import (
 )
 from webhook.core.settings import Settings
 
+MAX_NAME = 63
+_HASH_LENGTH = 8
+
 
 def service_name(settings: Settings, identity: BrokerIdentity) -> str:
-    return settings.load_balancer.service_name_template.format(
+    """The template's name; one over 63 characters is cut to 54 and given `-` and the first 8 hex
+    digits of the SHA-256 of the full name (as Kubernetes controllers shorten generated names):
+    valid, stable, and distinct for distinct full names."""
+    name = settings.load_balancer.service_name_template.format(
         pod=identity.pod,
         ordinal=identity.ordinal,
         statefulset=identity.statefulset,
         namespace=identity.namespace,
         domain=settings.domain,
     )
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:_HASH_LENGTH]
+    return name[: MAX_NAME - _HASH_LENGTH - 1].rstrip("-.") + "-" + digest
 
 
 def bootstrap_host(settings: Settings, identity: BrokerIdentity) -> str | None:

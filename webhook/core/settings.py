@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from webhook.core.clouds import CLOUD_PRESETS
-from webhook.core.names import DNS_NAME_RE, SECURITY_PROTOCOLS
+from webhook.core.names import DNS_1035_RE, DNS_NAME_RE, SECURITY_PROTOCOLS
 
 PLACEHOLDERS = ("pod", "ordinal", "statefulset", "namespace", "domain")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
@@ -95,16 +95,23 @@ class ListenerSettings(_Model):
         default=None, ge=1, le=65535, description="first container port to try; default: `port`"
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    fallback_names: tuple[str, ...] = Field(
+        default=("EXTERNAL_LB", "KAFKA_EXPOSE", "EXPOSED"),
+        description="names used, in order, when the chart already serves in-cluster clients on `name`",
+    )
 
     @model_validator(mode="after")
     def _check_name(self) -> ListenerSettings:
-        if not _LISTENER_NAME_RE.match(self.name) or self.name in SECURITY_PROTOCOLS:
-            raise ValueError(
-                f"listener name {self.name!r} must be upper case letters, digits and '_' "
-                "and not a security protocol name"
-            )
-        if self.name == "CONTROLLER":
-            raise ValueError("listener name CONTROLLER is reserved for KRaft controllers")
+        for name in (self.name, *self.fallback_names):
+            if not _LISTENER_NAME_RE.match(name) or name in SECURITY_PROTOCOLS:
+                raise ValueError(
+                    f"listener name {name!r} must be upper case letters, digits and '_' "
+                    "and not a security protocol name"
+                )
+            if name == "CONTROLLER":
+                raise ValueError("listener name CONTROLLER is reserved for KRaft controllers")
+        if self.name in self.fallback_names or len(set(self.fallback_names)) != len(self.fallback_names):
+            raise ValueError("fallbackNames must be distinct and differ from name")
         return self
 
 
@@ -121,11 +128,17 @@ class LoadBalancerSettings(_Model):
         return {**CLOUD_PRESETS[self.cloud], **self.annotations}
 
 
+FamilyName = Literal["confluent", "apache", "bitnami", "wurstmeister", "distribution"]
+
+
 class ImageRule(_Model):
     """An extra image (fnmatch pattern on the repository, without tag) and how it is configured."""
 
     pattern: str
-    family: Literal["confluent", "apache", "bitnami"]
+    family: FamilyName
+    entrypoint: str | None = Field(
+        default=None, description="the image's ENTRYPOINT when it is kafka-server-start.sh (args-only pods)"
+    )
 
 
 class MatchSettings(_Model):
@@ -133,7 +146,7 @@ class MatchSettings(_Model):
     pod_labels: Mapping[StrictStr, StrictStr] = Field(
         default_factory=dict, description="pods with all these labels are brokers whatever their image"
     )
-    pod_labels_family: Literal["confluent", "apache", "bitnami"] = "apache"
+    pod_labels_family: FamilyName = "apache"
 
 
 class AuditSettings(_Model):
@@ -199,11 +212,50 @@ class Settings(_Model):
     version: str = Field(default="default", exclude=True)
 
     @model_validator(mode="after")
+    def _check_templates(self) -> Settings:
+        if "{pod}" not in self.host_template and "{ordinal}" not in self.host_template:
+            raise ValueError(
+                f"hostTemplate {self.host_template!r} gives every broker the same name: use {{pod}} or {{ordinal}}"
+            )
+        sample = self.load_balancer.service_name_template.format(
+            pod="kafka-0", ordinal=0, statefulset="kafka", namespace="kafka", domain=self.domain
+        )
+        if not DNS_1035_RE.match(sample[:63].rstrip("-")):
+            raise ValueError(
+                f"loadBalancer.serviceNameTemplate gives {sample!r}: a Service name must be a DNS-1035 label "
+                "(lower-case letters, digits and '-', starting with a letter)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_policy(self) -> Settings:
         allowed = self.policy.allowed_domains
         if allowed and not any(_under(self.domain, d) for d in allowed):
             raise ValueError(f"domain {self.domain!r} is not under policy.allowedDomains {list(allowed)}")
         return self
+
+
+def template_warnings(settings: Settings) -> list[str]:
+    """What the templates may produce that settings validation cannot refuse outright (it depends on
+    the charts): names shared by brokers of different StatefulSets or namespaces."""
+    problems = []
+    host = settings.host_template
+    if "{namespace}" not in host:
+        problems.append(
+            f"hostTemplate {host!r} has no {{namespace}}: brokers of equally named StatefulSets in two "
+            "namespaces get the same name"
+        )
+    if "{pod}" not in host and "{statefulset}" not in host:
+        problems.append(
+            f"hostTemplate {host!r} has {{ordinal}} but no {{statefulset}}: two StatefulSets collide"
+        )
+    service = settings.load_balancer.service_name_template
+    if "{pod}" not in service and not ("{statefulset}" in service and "{ordinal}" in service):
+        problems.append(
+            f"loadBalancer.serviceNameTemplate {service!r} is not unique per broker: use {{pod}}, or "
+            "{statefulset} and {ordinal}"
+        )
+    return problems
 
 
 def _under(host: str, domain: str) -> bool:

@@ -110,6 +110,14 @@ def _every_input() -> list[tuple[str, dict[str, Any]]]:
 
 
 OWN_MANIFESTS = [
+    "apache-env-incluster-external.yaml",
+    "start-command-override.yaml",
+    "per-pod-file-init.yaml",
+    "sidecar-first-digest.yaml",
+    "wurstmeister-env.yaml",
+    "bitnami-legacy-alias.yaml",
+    "shell-start-no-exec.yaml",
+    "not-brokers.yaml",
     "apache-kraft-env.yaml",
     "bitnami-legacy-env-sasl.yaml",
     "confluent-env-existing-external.yaml",
