@@ -12,11 +12,12 @@ deps:  ## Python packages (the project, editable, with its test extras, pinned b
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-test.lock
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 
-tools:  ## kube-apiserver, kube-controller-manager, etcd, helm 3 and 4, kustomize, external-dns, CoreDNS, Kafka jars (cached)
+tools:  ## kube-apiserver, kube-controller-manager, etcd, helm 3 and 4, kustomize, external-dns, CoreDNS, Kafka jars, cert-manager (cached)
 	bash tools/build-controlplane.sh >/dev/null
 	bash tools/build-kustomize.sh >/dev/null
 	bash tools/build-ecosystem.sh >/dev/null
 	bash tools/build-kafka.sh >/dev/null
+	bash tools/build-cert-manager.sh >/dev/null
 
 demo: deps tools  ## local control plane + webhook + controller + a stock chart, and what it did
 	$(PYTHON) scripts/demo.py

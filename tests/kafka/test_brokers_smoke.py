@@ -70,10 +70,14 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
 
 
 def exercise(
-    bootstrap: str, expected: dict[int, tuple[str, int]], extra: dict[str, str] | None = None
+    bootstrap: str,
+    expected: dict[int, tuple[str, int]],
+    extra: dict[str, str] | None = None,
+    n_messages: int = N_MESSAGES,
 ) -> None:
-    """Bootstrap via DNS names, check metadata, create a 3x3 topic, produce N keyed
-    messages with acks=all, consume them back."""
+    """Bootstrap via DNS names, check metadata, create a 3x3 topic, produce `n_messages` keyed
+    messages with acks=all, consume them back: none lost, none duplicated."""
+    N_MESSAGES = n_messages
     conf = {"bootstrap.servers": bootstrap, **(extra or {})}
     t0 = time.monotonic()
     admin = AdminClient(conf)
@@ -124,6 +128,7 @@ def exercise(
     )
     consumer.subscribe([topic])
     seen: dict[str, str] = {}
+    received = 0  # more than seen: a message came twice
     deadline = time.monotonic() + 90
     try:
         while len(seen) < N_MESSAGES and time.monotonic() < deadline:
@@ -132,10 +137,11 @@ def exercise(
                 continue
             assert msg.error() is None, msg.error()
             seen[msg.key().decode()] = msg.value().decode()
+            received += 1
         consumer.commit(asynchronous=False)
     finally:
         consumer.close()
-    assert len(seen) == N_MESSAGES
+    assert len(seen) == received == N_MESSAGES
     assert all(seen[f"key-{i}"] == f"value-{i}" for i in range(N_MESSAGES))
     t3 = time.monotonic()
     print(f"[timing] client: metadata+topic {t1 - t0:.1f}s, produce {t2 - t1:.1f}s, consume {t3 - t2:.1f}s")

@@ -57,7 +57,9 @@ def explain_objects(items: list[dict[str, Any]], settings: Settings, namespace: 
 
 
 def _plan_line(plan: BrokerPlan, settings: Settings) -> str:
-    protocol = plan.security_protocol or "that of the client listener"
+    protocol = plan.security_protocol or (
+        "SSL or SASL_SSL as the client listener" if plan.tls else "that of the client listener"
+    )
     listener = plan.advertised
     if plan.flavor in RUNTIME_FLAVORS:
         fallbacks = ", ".join(settings.listener.fallback_names)
@@ -68,6 +70,17 @@ def _plan_line(plan: BrokerPlan, settings: Settings) -> str:
         f"{plan.namespace}/{plan.pod}: advertises {listener} ({protocol}), "
         f"listens on container port {plan.container_port} ({plan.flavor}); "
         f"LoadBalancer Service {plan.service_name} {plan.advertised_port}->{plan.container_port}"
+        + _tls_line(plan)
+    )
+
+
+def _tls_line(plan: BrokerPlan) -> str:
+    """The certificate an encrypted external listener serves (tls.mode cert-manager)."""
+    if plan.tls is None:
+        return ""
+    return (
+        f"; serves Certificate {plan.tls.certificate} (Secret {plan.tls.secret}, "
+        f"{plan.tls.keystore.upper()} keystore, client auth {plan.tls.client_auth})"
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from webhook.config import load_settings
 from webhook.core import mutate
+from webhook.core.certificates import planned_objects
 from webhook.core.services import broker_service
 from webhook.core.settings import Settings, SettingsError, template_warnings
 from webhook.documents import (
@@ -37,6 +38,12 @@ def render_text(text: str, settings: Settings, namespace: str | None) -> str:
         (doc.obj.get("metadata") or {}).get("name")
         for doc in documents
         if isinstance(doc.obj, dict) and doc.obj.get("kind") == "Service"
+    }
+    # Certificates (and PKCS12 password Secrets) already there: render | render adds nothing.
+    existing_services |= {
+        (doc.obj.get("kind"), (doc.obj.get("metadata") or {}).get("name"))
+        for doc in documents
+        if isinstance(doc.obj, dict) and doc.obj.get("kind") in ("Certificate", "Secret")
     }
     out: list[str] = []
     added: list[dict[str, Any]] = []
@@ -75,6 +82,13 @@ def _render_one(
                 del service["metadata"]["namespace"]
             added.append(service)
             existing_services.add(plan.service_name)
+    for obj in planned_objects(decision.plans, settings):  # encrypted external listeners
+        key = (obj["kind"], obj["metadata"]["name"])
+        if key not in existing_services:
+            if own is None:
+                del obj["metadata"]["namespace"]
+            added.append(obj)
+            existing_services.add(key)
     if not decision.changed:
         return document.raw
     return leading_comments(document.raw) + dump(decision.result)

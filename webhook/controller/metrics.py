@@ -7,7 +7,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from webhook import __version__
 
 # The kinds of the actions metric: the writes the controller carries out.
-WRITES = ("create", "update", "replace", "delete", "report-address")
+WRITES = (
+    "create",
+    "update",
+    "replace",
+    "delete",
+    "report-address",
+    "apply-certificate",
+    "delete-certificate",
+)
 FAILURE_MODES = ("api", "conflict", "lost-lease", "unexpected", "settings-rejected")
 
 

@@ -11,18 +11,21 @@ from typing import Any
 
 from webhook.config import SettingsStore
 from webhook.controller.metrics import WRITES, Metrics
-from webhook.core.names import EXPOSED_LABEL, FIELD_MANAGER, LOAD_BALANCER
+from webhook.core.names import CERT_MANAGER_VERSION, EXPOSED_LABEL, FIELD_MANAGER, LOAD_BALANCER
 from webhook.core.overrides import settings_for_namespace
 from webhook.core.reconcile import (
     UNCHECKED,
     Action,
     AnnotationsIgnored,
+    ApplyCertificate,
     AuditViolation,
     CapReached,
+    CertificateConflict,
     ChartLoadBalancer,
     Conflict,
     Create,
     Delete,
+    DeleteCertificate,
     ImmutableKept,
     NamespaceState,
     Replace,
@@ -47,6 +50,22 @@ APPLY_CONFLICT = "Apply failed with"
 
 def _service_path(namespace: str, name: str) -> str:
     return Kube.path("v1", "services", namespace, name)
+
+
+def _certificate_path(namespace: str, name: str | None = None) -> str:
+    return Kube.path(CERT_MANAGER_VERSION, "certificates", namespace, name)
+
+
+def _certificates(kube: Kube, namespace: str, tls_enabled: bool) -> list[dict[str, Any]]:
+    """The namespace's cert-manager Certificates; none when TLS is off and cert-manager is not installed
+    (404) or not granted (403); with TLS on either is an error (the brokers wait for their Secret)."""
+    try:
+        found, _ = kube.list_all(_certificate_path(namespace))
+    except ApiError as error:
+        if error.status in (403, 404) and not tls_enabled:
+            return []
+        raise
+    return found
 
 
 def observe(
@@ -79,6 +98,9 @@ def observe(
         for selector in unexposed_pod_selectors(statefulsets, settings, namespace).values():
             found, _ = kube.list_all(Kube.path("v1", "pods", namespace), label_selector=selector)
             unexposed.extend(found)
+    certificates = (
+        _certificates(kube, namespace, settings.tls.enabled) if opted_in or settings.tls.enabled else []
+    )
     state = NamespaceState(
         namespace=namespace,
         opted_in=opted_in,
@@ -88,6 +110,7 @@ def observe(
         pending_deletions=pending_deletions,
         now=now,
         unexposed_pods=unexposed,
+        certificates=certificates,
     )
     return state, settings
 
@@ -200,6 +223,13 @@ class Reconciler:
                 self._event(owner, "Warning", "BrokerAnnotationsIgnored", action.reason)
             case AuditViolation():
                 self._audit(action)
+            case ApplyCertificate():
+                self._apply_certificate(action, owner)
+            case DeleteCertificate():
+                if self.kube.delete(_certificate_path(action.namespace, action.service), uid=action.uid):
+                    self._event(owner, "Normal", "CertificateDeleted", f"Deleted: {action.reason}")
+            case CertificateConflict():
+                self._event(owner, "Warning", "CertificateNameConflict", action.reason)
         if action.kind in WRITES:
             self.metrics.actions.labels(action.kind).inc()
         log.info(
@@ -386,3 +416,20 @@ class Reconciler:
             raise
         if action.address:
             self._event(owner, "Normal", "LoadBalancerAddress", action.reason)
+
+    def _apply_certificate(self, action: ApplyCertificate, owner: Mapping[str, Any] | None) -> None:
+        """The cert-manager Certificate of a broker StatefulSet (encrypted external listeners)."""
+        if action.password_secret is not None:
+            try:  # create only: never read nor overwrite a Secret
+                self.kube.create(Kube.path("v1", "secrets", action.namespace), action.password_secret)
+            except ApiError as error:
+                if error.status == 403:  # the base RBAC grants no Secrets (README: PKCS12 keystores)
+                    message = (
+                        f"cannot create the PKCS12 keystore password Secret of {action.service}: grant the "
+                        "controller `create` on secrets, or run Kafka 2.7+ (PEM keystores need none)"
+                    )
+                    self._event(owner, "Warning", "CertificatePasswordSecretForbidden", message)
+                elif error.status != 409:
+                    raise
+        self.kube.apply(_certificate_path(action.namespace, action.service), action.desired)
+        self._event(owner, "Normal", "CertificateApplied", action.reason)

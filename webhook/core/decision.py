@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # not at run time: certificates imports services, which imports this module
+    from webhook.core.certificates import ExternalTls
 
 Outcome = Literal["mutated", "unchanged", "skipped", "warned"]
 # mutated:   the object was changed (the result differs from the input)
@@ -28,6 +31,7 @@ class BrokerPlan:
     container_port_name: str
     security_protocol: str | None  # None: decided at run time from the chart's client listener
     service_name: str
+    tls: ExternalTls | None = None  # the certificate its external listener serves (None: TLS off)
 
     @property
     def advertised(self) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from webhook.core.certificates import TooOld, external_tls
 from webhook.core.decision import BrokerPlan, Decision, Outcome
 from webhook.core.flavors import Listen, detect_flavor, in_force
 from webhook.core.hosts import BrokerIdentity, HostError, env_expression, render, split_pod_name
@@ -13,6 +14,7 @@ from webhook.core.images import FAMILIES, Family, container_family
 from webhook.core.listeners import ListenerError
 from webhook.core.names import (
     ADVERTISED,
+    CERTIFICATE,
     CONTAINER_PORT,
     EXPOSED_LABEL,
     EXTERNAL_DNS,
@@ -24,6 +26,7 @@ from webhook.core.names import (
     SERVICE,
     SETTINGS_VERSION,
     STS_POD_NAME_LABEL,
+    TLS_SECRET,
 )
 from webhook.core.podspec import (
     ShapeError,
@@ -41,6 +44,7 @@ from webhook.core.podspec import (
 )
 from webhook.core.services import is_managed, selected_broker, selects_kafka, service_name, single_broker_host
 from webhook.core.settings import Settings
+from webhook.core.tls_listener import mount
 
 
 class NotExposed(Exception):
@@ -186,6 +190,12 @@ def expose(
     flavor = detect_flavor(spec, container, broker.family)
     if flavor is None:
         raise NotExposed(_unknown_layout(container, broker.family), warn=True)
+    try:
+        tls = external_tls(
+            settings, identity.statefulset, str(container.get("image", "")), broker.family.name
+        )
+    except TooOld as err:
+        raise NotExposed(str(err), warn=True) from None
     host = render(settings.host_template, identity, settings.domain) if concrete else ""
     listener = settings.listener
     expression, host_env = env_expression(settings.host_template, identity, settings.domain)
@@ -199,6 +209,7 @@ def expose(
         env=tuple(host_env),
         fallbacks=listener.fallback_names,
         headless=headless or _str_or_none(spec.get("subdomain")),
+        tls=tls,
     )
     try:
         known_name = flavor.listener_name(container, broker.family, listen)
@@ -210,6 +221,8 @@ def expose(
     except ListenerError as err:
         raise NotExposed(f"cannot add the {listener.name} listener: {err}", warn=True) from None
     set_container_port(container, name, container_port)
+    if tls is not None:
+        mount(spec, container, tls)
     plan = BrokerPlan(
         pod=identity.pod or "",
         namespace=identity.namespace,
@@ -223,6 +236,7 @@ def expose(
         container_port_name=name,
         security_protocol=protocol or None,
         service_name=service_name(settings, identity) if concrete else "",
+        tls=tls,
     )
     # new maps, not edits of the old ones (see podspec.editable_pod)
     metadata["labels"] = {**str_map(metadata.get("labels"), "metadata.labels"), EXPOSED_LABEL: "true"}
@@ -234,7 +248,11 @@ def expose(
         annotations[ADVERTISED] = plan.advertised
         annotations[SERVICE] = plan.service_name
         annotations[CONTAINER_PORT] = str(container_port)
-        annotations[SECURITY_PROTOCOL] = protocol or "as the client listener (decided at start)"
+        decided = "SSL or SASL_SSL, as the client listener" if tls else "as the client listener"
+        annotations[SECURITY_PROTOCOL] = protocol or f"{decided} (decided at start)"
+        if tls is not None:
+            annotations[CERTIFICATE] = tls.certificate
+            annotations[TLS_SECRET] = tls.secret
     return plan
 
 

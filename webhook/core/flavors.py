@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from webhook.core import runtime
+from webhook.core import runtime, tls_listener
+from webhook.core.certificates import ExternalTls
 from webhook.core.images import START_SCRIPT, Family
 from webhook.core.listeners import ListenerError, add_external_listener, choose_name, parse_listeners
 from webhook.core.podspec import (
@@ -48,6 +49,7 @@ class Listen:
     env: tuple[dict[str, Any], ...]  # entries the host expression needs (fieldRefs, KAFKAEXPOSE_HOST)
     fallbacks: tuple[str, ...] = ()  # names to use when the chart serves in-cluster on `name`
     headless: str | None = None  # the pod's headless Service (subdomain): names under it are inside
+    tls: ExternalTls | None = None  # encrypted external listener (core/certificates.py)
 
     def runtime_env(self) -> list[dict[str, Any]]:
         return [
@@ -59,6 +61,7 @@ class Listen:
             {"name": "KAFKAEXPOSE_CONTAINER_PORT", "value": str(self.container_port)},
             {"name": "KAFKAEXPOSE_SECURITY_PROTOCOL", "value": self.security_protocol or ""},
             {"name": "KAFKAEXPOSE_ON_EXISTING", "value": self.on_existing},
+            *tls_listener.runtime_env(self.tls),
         ]
 
 
@@ -319,6 +322,8 @@ class EnvOnly:
         )
         if edit is None:
             raise ListenerError(f"the chart already advertises {listen.name} and onExistingListener is keep")
+        if listen.tls is not None:
+            edit = tls_listener.encrypt_edit(edit, listen.tls)
         set_env_front(container, list(listen.env))
         set_env_value(container, in_force(container, family, "advertised.listeners"), edit.advertised)
         set_env_value(container, in_force(container, family, "listeners"), edit.listeners)
@@ -327,6 +332,8 @@ class EnvOnly:
         )
         if edit.client and edit.client != edit.name:
             _copy_listener_settings(container, family, edit.client, edit.name)
+        if listen.tls is not None:
+            tls_listener.set_env_properties(container, family, edit.name, listen.tls)
         return edit.protocol
 
 

@@ -15,12 +15,20 @@ kafkaexpose_exports() {
   kafkaexpose_edit=$(kafkaexpose_props | awk -v mode=env -v derive=1 -v prefix="$KAFKAEXPOSE_ENV_PREFIX" \
       @AWK_ARGS@ '@AWK_PROGRAM@') || return 1
   eval "$kafkaexpose_edit" || return 1
-  printf '%s\n' "$kafkaexpose_edit" | grep '^export '
-  case "$kafkaexpose_client$kafkaexpose_name" in *[!A-Za-z0-9_]*|'') return 0 ;; esac
+  case "$kafkaexpose_client$kafkaexpose_name" in
+    *[!A-Za-z0-9_]*|'') printf '%s\n' "$kafkaexpose_edit" | grep '^export '; return 0 ;;
+  esac
   kafkaexpose_from="${KAFKAEXPOSE_ENV_PREFIX}LISTENER_NAME_$(printf '%s' "$kafkaexpose_client" | tr 'a-z' 'A-Z')_"
   kafkaexpose_to="${KAFKAEXPOSE_ENV_PREFIX}LISTENER_NAME_$(printf '%s' "$kafkaexpose_name" | tr 'a-z' 'A-Z')_"
+  if [ -n "${KAFKAEXPOSE_TLS_PROPERTIES:-}" ]; then  # the listener's ssl.* are ours alone
+    for kafkaexpose_n in $(export -p | sed -n "s/^[a-z -]*\(${kafkaexpose_to}SSL_[A-Za-z0-9_]*\)=.*/\1/p"); do
+      printf 'unset %s\n' "$kafkaexpose_n"
+    done
+  fi
+  printf '%s\n' "$kafkaexpose_edit" | grep '^export '
   for kafkaexpose_n in $(export -p | sed -n "s/^[a-z -]*\($kafkaexpose_from[A-Za-z0-9_]*\)=.*/\1/p"); do
     kafkaexpose_new="$kafkaexpose_to${kafkaexpose_n#"$kafkaexpose_from"}"
+    case "${KAFKAEXPOSE_TLS_PROPERTIES:+tls}${kafkaexpose_n#"$kafkaexpose_from"}" in tlsSSL_*) continue ;; esac
     eval "kafkaexpose_set=\${$kafkaexpose_new+set}"
     if [ -z "$kafkaexpose_set" ]; then
       eval "kafkaexpose_val=\${$kafkaexpose_n}"

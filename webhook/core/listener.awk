@@ -25,7 +25,7 @@ function outside(e,  h) {
     if (h ~ /(^|\.)svc(\.|$)/ || h ~ /\.(local|internal|localdomain)$/ || h ~ /^\./) return 0
     return 1
 }
-BEGIN { Q = sprintf("%c", 39); n = 0; logical = ""; start = 0 }
+BEGIN { Q = sprintf("%c", 39); n = 0; logical = ""; start = 0; tls = (tlsprops != "") }
 /^# kafka-expose/ { next }
 {
     lines[++n] = $0
@@ -106,23 +106,30 @@ END {
 
     if ("listener.security.protocol.map" in kv) pm = kv["listener.security.protocol.map"]
     else { pm = "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"; for (c in ctrl) if (c != "" && pm !~ ("(^|,)" c ":")) pm = pm "," c ":PLAINTEXT" }
-    newpm = ""; mapped = 0; clientproto = ""
+    newpm = ""; mapped = 0; clientproto = ""; oldproto = ""; HOLE = "@KAFKAEXPOSE@"
     m = split(pm, P, ",")
     for (i = 1; i <= m; i++) {
         e = trim(P[i]); if (e == "") continue
         split(e, kvp, ":"); nm = toupper(trim(kvp[1]))
         if (nm == client) clientproto = toupper(trim(kvp[2]))
-        if (nm == name) { mapped = 1; if (proto != "") e = name ":" proto }
+        if (nm == name) { mapped = 1; oldproto = toupper(trim(kvp[2])); if (proto != "" || tls) e = HOLE }
         newpm = newpm (newpm == "" ? "" : ",") e
     }
     if (clientproto == "" && client ~ /^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$/) clientproto = client
-    if (!mapped) newpm = newpm "," name ":" (proto != "" ? proto : (clientproto != "" ? clientproto : "PLAINTEXT"))
+    ourproto = (proto != "") ? proto : (mapped ? oldproto : (clientproto != "" ? clientproto : "PLAINTEXT"))
+    # Encrypted external listener (tlsprops, core/tls_listener.py): SSL, or SASL_SSL keeping the SASL.
+    if (tls) ourproto = (ourproto ~ /^SASL_/) ? "SASL_SSL" : "SSL"
+    if (!mapped) newpm = newpm "," name ":" ourproto
+    else sub(HOLE, name ":" ourproto, newpm)
 
     # Listener-scoped settings (SASL mechanisms and JAAS, SSL) of the client listener, so an
     # authenticated chart stays authenticated on the external listener.
     src = "listener.name." tolower(client) "."; dst = "listener.name." tolower(name) "."
     nadd = 0
-    if (client != "" && client != name) for (k in kv) if (index(k, src) == 1 && !((dst substr(k, length(src) + 1)) in kv)) add[++nadd] = k
+    # With TLS, ssl.* of this listener are ours alone: none copied, any set before dropped.
+    if (client != "" && client != name) for (k in kv) if (index(k, src) == 1 && !((dst substr(k, length(src) + 1)) in kv) && !(tls && index(k, src "ssl.") == 1)) add[++nadd] = k
+    ntls = tls ? split(tlsprops, T, " ") : 0
+    for (k in kv) if (ntls && index(k, dst "ssl.") == 1) changed[k] = 1
 
     if (mode == "env") {
         print "export " envname("advertised.listeners") "=" sq(newadv)
@@ -130,6 +137,7 @@ END {
         print "export " envname("listener.security.protocol.map") "=" sq(newpm)
         print "kafkaexpose_client=" sq(safe(client) ? client : "")
         print "kafkaexpose_name=" sq(name)
+        for (i = 1; i <= ntls; i++) { j = index(T[i], "="); print "export " envname(dst substr(T[i], 1, j - 1)) "=" sq(substr(T[i], j + 1)) }
         exit 0
     }
     if (mode == "props") {
@@ -137,6 +145,7 @@ END {
         print "listeners=" newlis
         print "listener.security.protocol.map=" newpm
         for (i = 1; i <= nadd; i++) print dst substr(add[i], length(src) + 1) "=" kv[add[i]]
+        for (i = 1; i <= ntls; i++) print dst T[i]
         say("advertising " ours " (client listener " client ")")
         exit 0
     }
@@ -147,4 +156,5 @@ END {
     print "listeners=" newlis
     print "listener.security.protocol.map=" newpm
     for (i = 1; i <= nadd; i++) print dst substr(add[i], length(src) + 1) "=" kv[add[i]]
+    for (i = 1; i <= ntls; i++) print dst T[i]
 }

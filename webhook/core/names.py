@@ -31,10 +31,13 @@ LISTENER: Final = PREFIX + "listener"  # the listener name used, or how it is ch
 INTERNAL_LB_CLOUD: Final = PREFIX + "internal-load-balancer"  # on a chart Service made internal
 LOAD_BALANCER: Final = PREFIX + "load-balancer"  # on a broker pod: its Service's LB address
 CREATED_WITH: Final = PREFIX + "created-with"  # on a Service: immutable settings at creation
+CERTIFICATE: Final = PREFIX + "certificate"  # on a broker pod: the cert-manager Certificate it serves
+TLS_SECRET: Final = PREFIX + "tls-secret"  # ... and the Secret cert-manager writes it to
 
 # -- annotations a namespace may set to ask for an override (granted only within the policy)
 DOMAIN_OVERRIDE: Final = PREFIX + "domain"
 CLOUD_OVERRIDE: Final = PREFIX + "cloud"
+TLS_ISSUER_OVERRIDE: Final = PREFIX + "tls-issuer"  # `ClusterIssuer/<name>` or `Issuer/<name>`
 
 # -- well-known names of others
 STS_POD_NAME_LABEL: Final = "statefulset.kubernetes.io/pod-name"
@@ -43,6 +46,8 @@ MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE: Final = "kafka-expose"
 EXTERNAL_DNS: Final = "external-dns.alpha.kubernetes.io/hostname"
 FIELD_MANAGER: Final = "kafka-expose"
+CERT_MANAGER_GROUP: Final = "cert-manager.io"
+CERT_MANAGER_VERSION: Final = "cert-manager.io/v1"
 
 # -- Kafka
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

@@ -1,7 +1,8 @@
 """Per-namespace settings: what a namespace may ask for, granted only within the platform's policy.
 
 A namespace may ask for another domain or cloud preset through its annotations
-`kafka-expose.io/domain` and `kafka-expose.io/cloud`; the request is accepted only within
+`kafka-expose.io/domain` and `kafka-expose.io/cloud`, and for another cert-manager issuer with
+`kafka-expose.io/tls-issuer: Issuer/<name>` (or `ClusterIssuer/<name>`); the request is accepted only within
 `policy.namespaceOverrides` (whose domains may contain `{namespace}`, so team-a can get
 `team-a.kafka.example.com` and nothing else). A refused request keeps the platform default and comes
 back as a problem line, which the webhook returns as a warning. Pure: the annotations are passed in.
@@ -14,7 +15,7 @@ from typing import Any
 
 from webhook.core.clouds import CLOUD_PRESETS
 from webhook.core.hosts import HostError, check_dns_name
-from webhook.core.names import CLOUD_OVERRIDE, DOMAIN_OVERRIDE
+from webhook.core.names import CLOUD_OVERRIDE, DOMAIN_OVERRIDE, TLS_ISSUER_OVERRIDE
 from webhook.core.settings import Settings, host_allowed
 
 
@@ -62,7 +63,33 @@ def settings_for_namespace(
             )
         else:
             update["load_balancer"] = settings.load_balancer.model_copy(update={"cloud": cloud})
+    issuer = annotations.get(TLS_ISSUER_OVERRIDE)
+    if issuer is not None and settings.tls.enabled:
+        refusal = _issuer_refusal(settings, issuer, namespace)
+        if refusal:
+            current = settings.tls.issuer_ref
+            problems.append(
+                f"namespace {namespace}: {TLS_ISSUER_OVERRIDE}={issuer} refused: {refusal}; "
+                f"using {current.kind}/{current.name}"
+            )
+        else:
+            kind, _, name = issuer.partition("/")
+            ref = settings.tls.issuer_ref.model_copy(update={"kind": kind, "name": name})
+            update["tls"] = settings.tls.model_copy(update={"issuer_ref": ref})
     return (settings.model_copy(update=update) if update else settings), problems
+
+
+def _issuer_refusal(settings: Settings, issuer: str, namespace: str) -> str:
+    """Why a namespace may not have its certificates signed by `issuer` ("" when it may): only the
+    `Kind/name` entries of policy.namespaceOverrides.allowedIssuers, `{namespace}` expanded."""
+    allowed = tuple(
+        i.replace("{namespace}", namespace) for i in settings.policy.namespace_overrides.allowed_issuers
+    )
+    if issuer in allowed:
+        return ""
+    if not allowed:
+        return "the platform allows no issuer override (policy.namespaceOverrides.allowedIssuers)"
+    return f"allowed issuers are {', '.join(allowed)} (policy.namespaceOverrides.allowedIssuers)"
 
 
 def _domain_refusal(settings: Settings, domain: str, namespace: str) -> str:

@@ -10,6 +10,9 @@ Rules (names as in the settings' `policy.rules`):
   of brokers only publishes (external-dns) names under them.
 * loadBalancerCap: a new LoadBalancer Service does not take the namespace over the cap.
 * exposureRequired: a broker that should have been exposed but could not be is a violation.
+* encryptedExternalListener: a broker whose external listener would carry clear text (PLAINTEXT or
+  SASL_PLAINTEXT: no `tls.mode: cert-manager`, and a chart whose client listener is not SSL). Off
+  unless set in `policy.rules`: turning TLS on is a platform decision, not a default to warn about.
 
 `evaluate` lists the violations; `decide` applies the modes (off: ignored, warn: a warning,
 enforce: denied). The settings given must already be the namespace's effective settings
@@ -37,13 +40,22 @@ ALLOWED_DOMAINS = "allowedDomains"
 SOURCE_RANGES = "sourceRanges"
 LOAD_BALANCER_CAP = "loadBalancerCap"
 EXPOSURE_REQUIRED = "exposureRequired"
-RULES = (INTERNAL_LOAD_BALANCER, ALLOWED_DOMAINS, SOURCE_RANGES, LOAD_BALANCER_CAP, EXPOSURE_REQUIRED)
+ENCRYPTED_EXTERNAL_LISTENER = "encryptedExternalListener"
+RULES = (
+    INTERNAL_LOAD_BALANCER,
+    ALLOWED_DOMAINS,
+    SOURCE_RANGES,
+    LOAD_BALANCER_CAP,
+    EXPOSURE_REQUIRED,
+    ENCRYPTED_EXTERNAL_LISTENER,
+)
 _RULE_FIELDS = {
     INTERNAL_LOAD_BALANCER: "internal_load_balancer",
     ALLOWED_DOMAINS: "allowed_domains",
     SOURCE_RANGES: "source_ranges",
     LOAD_BALANCER_CAP: "load_balancer_cap",
     EXPOSURE_REQUIRED: "exposure_required",
+    ENCRYPTED_EXTERNAL_LISTENER: "encrypted_external_listener",
 }
 SOURCE_RANGES_ANNOTATION = "service.beta.kubernetes.io/load-balancer-source-ranges"
 _ADVERTISED_RE = re.compile(r"^[A-Za-z0-9_]+://(?P<host>[^:/\[\]]+):[0-9]+$")
@@ -383,7 +395,24 @@ def _assess_broker(obj: Mapping[str, Any], settings: Settings, namespace: str | 
                 f"{', '.join(allowed)}: use a domain (or host template) under one of them",
             )
         )
-    return Assessment(tuple(violations), (EXPOSURE_REQUIRED, ALLOWED_DOMAINS), (), True)
+    rules: tuple[str, ...] = (EXPOSURE_REQUIRED, ALLOWED_DOMAINS)
+    clear = [p for p in decision.plans if p.tls is None and p.security_protocol not in _ENCRYPTED]
+    if mode_of(settings, ENCRYPTED_EXTERNAL_LISTENER) != "off":  # off unless set: not even checked
+        rules += (ENCRYPTED_EXTERNAL_LISTENER,)
+    if clear and ENCRYPTED_EXTERNAL_LISTENER in rules:
+        protocol = clear[0].security_protocol or "that of the client listener, decided at start"
+        violations.append(
+            _violation(
+                settings,
+                ENCRYPTED_EXTERNAL_LISTENER,
+                f"{kind} {name}: the external listener would carry clear text ({protocol}): "
+                "set tls.mode: cert-manager",
+            )
+        )
+    return Assessment(tuple(violations), rules, (), True)
+
+
+_ENCRYPTED = ("SSL", "SASL_SSL")
 
 
 def _advertised_host(value: str | None) -> str | None:

@@ -33,12 +33,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from webhook.core import policy
+from webhook.core.certificates import certificate_name, planned_objects
 from webhook.core.clouds import IMMUTABLE_ANNOTATIONS
 from webhook.core.decision import BrokerPlan
 from webhook.core.expose import mutate
 from webhook.core.hosts import split_pod_name
 from webhook.core.names import (
     ADVERTISED,
+    CERTIFICATE,
     CONTAINER_PORT,
     CREATED_WITH,
     EXPOSED_LABEL,
@@ -201,6 +203,32 @@ class Unexposed(_Action):
     pod_uid: str | None
 
 
+@dataclass(frozen=True, kw_only=True)
+class ApplyCertificate(_Action):
+    """A broker StatefulSet's cert-manager Certificate is missing or out of step (replicas, settings):
+    server-side apply it (`service` holds the Certificate's name). `password_secret`: the PKCS12
+    keystore's password Secret, created when absent (never overwritten)."""
+
+    kind: ClassVar[str] = "apply-certificate"
+    desired: dict[str, Any]
+    password_secret: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteCertificate(_Action):
+    """A Certificate kafka-expose made (owned by its StatefulSet) that no broker serves any more."""
+
+    kind: ClassVar[str] = "delete-certificate"
+    uid: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateConflict(_Action):
+    """The Certificate's name is taken by one kafka-expose did not make: left alone, reported."""
+
+    kind: ClassVar[str] = "certificate-conflict"
+
+
 Action = (
     Create
     | Update
@@ -215,6 +243,9 @@ Action = (
     | AuditViolation
     | AnnotationsIgnored
     | Unexposed
+    | ApplyCertificate
+    | DeleteCertificate
+    | CertificateConflict
 )
 A = TypeVar("A", bound=_Action)
 
@@ -232,6 +263,7 @@ class NamespaceState:
     now: float = 0.0
     # pods matched by unexposed_pod_selectors: broker pods without the exposed label
     unexposed_pods: Sequence[Mapping[str, Any]] = ()
+    certificates: Sequence[Mapping[str, Any]] = ()  # every cert-manager Certificate of the namespace
 
 
 @dataclass(frozen=True)
@@ -849,9 +881,78 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
             )
     unexposed = _unexposed(state, statefulsets) if state.opted_in else []
     audit = audit_services(state, settings) if state.opted_in else []
+    certificates = _certificates(state, settings, statefulsets)  # encrypted external listeners
     return NamespacePlan(
-        tuple(_capped(applies, state, settings) + reports + unexposed + audit + removals), pending
+        tuple(certificates + _capped(applies, state, settings) + reports + unexposed + audit + removals),
+        pending,
     )
+
+
+def _certificates(
+    state: NamespaceState, settings: Settings, statefulsets: Mapping[str, Mapping[str, Any]]
+) -> list[Action]:
+    """One Certificate per StatefulSet whose exposed pods serve it (their kafka-expose.io/certificate),
+    with every ordinal's name. Ours is proven by its name and an ownerReference to that StatefulSet's
+    uid (labels are anyone's); one that is not ours is never changed nor deleted. Ours that no broker
+    serves any more is deleted; a StatefulSet deleted takes its own along (garbage collector)."""
+    ns = state.namespace
+    serving = {annotations_of(pod).get(CERTIFICATE) for pod in state.pods}
+    observed = {name_of(c): c for c in state.certificates}
+    owners = {certificate_name(name): sts for name, sts in statefulsets.items()}
+    actions: list[Action] = []
+    for name, sts in sorted(statefulsets.items()):
+        cert = certificate_name(name)
+        if not state.opted_in or cert not in serving or _meta(sts).get("deletionTimestamp"):
+            continue
+        plans = mutate({**sts, "kind": "StatefulSet"}, settings, ns).plans[:1]
+        objects = planned_objects(plans, settings, replicas=replicas_of(sts), owner=sts)
+        if not objects:
+            continue  # TLS off now, or the template no longer exposable: deleted below
+        desired, secret = objects[0], (objects[1] if len(objects) > 1 else None)
+        current = observed.get(cert)
+        if current is not None and not _owned_by(current, sts):
+            reason = f"Certificate {cert} exists and was not made by kafka-expose: left as it is"
+            actions.append(CertificateConflict(namespace=ns, service=cert, reason=reason, statefulset=name))
+        elif current is None or _certificate_drift(desired, current):
+            names = len(desired["spec"]["dnsNames"])
+            actions.append(
+                ApplyCertificate(
+                    namespace=ns,
+                    service=cert,
+                    reason=f"Certificate {cert} for {names} name(s) of StatefulSet {name}",
+                    statefulset=name,
+                    desired=desired,
+                    password_secret=secret,
+                )
+            )
+        observed.pop(cert, None)  # planned: not a leftover
+    for cert, current in sorted(observed.items()):
+        owner = owners.get(cert)
+        if owner is None or not _owned_by(current, owner) or _meta(current).get("deletionTimestamp"):
+            continue  # not provably ours (or going)
+        actions.append(
+            DeleteCertificate(
+                namespace=ns,
+                service=cert,
+                reason=f"no broker of StatefulSet {name_of(owner)} serves Certificate {cert} any more",
+                statefulset=name_of(owner),
+                uid=uid_of(current),
+            )
+        )
+    return actions
+
+
+def _owned_by(certificate: Mapping[str, Any], statefulset: Mapping[str, Any]) -> bool:
+    uid = uid_of(statefulset)
+    owners = _meta(certificate).get("ownerReferences") or []
+    return uid is not None and any(
+        isinstance(o, dict) and o.get("kind") == "StatefulSet" and o.get("uid") == uid for o in owners
+    )
+
+
+def _certificate_drift(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> bool:
+    spec, seen = _spec(desired), _spec(observed)
+    return any(seen.get(key) != value for key, value in spec.items())
 
 
 def _capped(actions: list[Action], state: NamespaceState, settings: Settings) -> list[Action]:

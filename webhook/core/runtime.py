@@ -21,7 +21,9 @@ files of this package, read once at import.
 Inputs (environment, set by the webhook): KAFKAEXPOSE_LISTENER_NAME, KAFKAEXPOSE_FALLBACK_NAMES, KAFKAEXPOSE_HEADLESS,
 KAFKAEXPOSE_HOST, KAFKAEXPOSE_ADVERTISED_PORT, KAFKAEXPOSE_CONTAINER_PORT,
 KAFKAEXPOSE_SECURITY_PROTOCOL (empty: that of the chart's client listener), KAFKAEXPOSE_ON_EXISTING
-(replace|keep), and KAFKAEXPOSE_PROPERTIES (file mode) or KAFKAEXPOSE_ENV_PREFIX (env mode).
+(replace|keep), and KAFKAEXPOSE_PROPERTIES (file mode) or KAFKAEXPOSE_ENV_PREFIX (env mode);
+KAFKAEXPOSE_TLS_PROPERTIES (space-separated `ssl.*=value`, core/tls_listener.py) makes the listener
+SSL / SASL_SSL with only those settings, scoped to whichever name it gets at start.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ _AWK_ARGS = (
     '-v name="$KAFKAEXPOSE_LISTENER_NAME" -v fallbacks="${KAFKAEXPOSE_FALLBACK_NAMES:-}" -v headless="${KAFKAEXPOSE_HEADLESS:-}" '
     '-v host="$KAFKAEXPOSE_HOST" -v port="$KAFKAEXPOSE_ADVERTISED_PORT" '
     '-v cport="$KAFKAEXPOSE_CONTAINER_PORT" -v proto="${KAFKAEXPOSE_SECURITY_PROTOCOL:-}" '
-    '-v onexist="${KAFKAEXPOSE_ON_EXISTING:-replace}"'
+    '-v onexist="${KAFKAEXPOSE_ON_EXISTING:-replace}" -v tlsprops="${KAFKAEXPOSE_TLS_PROPERTIES:-}"'
 )
 
 

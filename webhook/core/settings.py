@@ -76,6 +76,35 @@ def _cloud(value: str) -> str:
     return value
 
 
+_GO_DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$")
+
+
+_GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def _go_duration(value: str) -> str:
+    """A duration as cert-manager reads it (Go's time.ParseDuration, e.g. `2160h`, `1h30m`)."""
+    if not _GO_DURATION_RE.match(value):
+        raise ValueError(f"not a duration such as 2160h or 90m: {value!r}")
+    return value
+
+
+def duration_seconds(value: str) -> float:
+    """Seconds of a duration that `_go_duration` accepted."""
+    return sum(float(n) * _GO_UNITS[u] for n, _, u in re.findall(r"([0-9]+(\.[0-9]+)?)(ms|h|m|s)", value))
+
+
+ISSUER_KINDS = ("ClusterIssuer", "Issuer")
+
+
+def _issuer_pattern(value: str) -> str:
+    kind, sep, name = value.partition("/")
+    if not sep or kind not in ISSUER_KINDS or not name:
+        raise ValueError(f"expected ClusterIssuer/<name> or Issuer/<name>, got {value!r}")
+    _domain_pattern(name)
+    return value
+
+
 Cloud = Annotated[str, AfterValidator(_cloud)]
 Template = Annotated[str, AfterValidator(_template)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
@@ -167,6 +196,34 @@ class ControllerSettings(_Model):
     audit: AuditSettings = AuditSettings()
 
 
+class IssuerRef(_Model):
+    """The cert-manager issuer that signs the external listeners' certificates."""
+
+    name: StrictStr = "kafka-external-ca"
+    kind: Literal["ClusterIssuer", "Issuer"] = "ClusterIssuer"
+    group: StrictStr = "cert-manager.io"
+
+
+class TlsSettings(_Model):
+    """Encrypted external listeners (README "Encrypted external listeners")."""
+
+    mode: Literal["off", "cert-manager"] = "off"
+    issuer_ref: IssuerRef = IssuerRef()
+    duration: Annotated[str, AfterValidator(_go_duration)] = "2160h"
+    renew_before: Annotated[str, AfterValidator(_go_duration)] = "360h"
+    client_auth: Literal["none", "requested", "required"] = "none"
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode == "cert-manager"
+
+    @model_validator(mode="after")
+    def _check_renewal(self) -> TlsSettings:
+        if duration_seconds(self.renew_before) >= duration_seconds(self.duration):
+            raise ValueError(f"renewBefore {self.renew_before} must be shorter than duration {self.duration}")
+        return self
+
+
 class NamespaceOverrides(_Model):
     """What a namespace may ask for through `kafka-expose.io/<key>` annotations.
 
@@ -175,6 +232,8 @@ class NamespaceOverrides(_Model):
 
     allowed_domains: tuple[DomainPattern, ...] = ()
     allowed_clouds: tuple[Cloud, ...] = ()
+    # `Kind/name` of issuers a namespace may pick with kafka-expose.io/tls-issuer; `{namespace}` expands.
+    allowed_issuers: tuple[Annotated[str, AfterValidator(_issuer_pattern)], ...] = ()
 
 
 class RuleModes(_Model):
@@ -183,6 +242,7 @@ class RuleModes(_Model):
     source_ranges: Mode | None = None
     load_balancer_cap: Mode | None = None
     exposure_required: Mode | None = None
+    encrypted_external_listener: Mode | None = None
 
 
 class PolicySettings(_Model):
@@ -195,7 +255,11 @@ class PolicySettings(_Model):
 
     def mode_of(self, rule: str) -> Mode:
         specific: Mode | None = getattr(self.rules, rule)
-        return specific or self.mode
+        return specific or ("off" if rule in _OFF_UNLESS_SET else self.mode)
+
+
+# Rules that `policy.mode` does not switch on: only their own `policy.rules` entry does.
+_OFF_UNLESS_SET = frozenset({"encrypted_external_listener"})
 
 
 class Settings(_Model):
@@ -208,6 +272,7 @@ class Settings(_Model):
     match: MatchSettings = MatchSettings()
     controller: ControllerSettings = ControllerSettings()
     policy: PolicySettings = PolicySettings()
+    tls: TlsSettings = TlsSettings()
     # Not a user key: a short digest of the document, recorded on what the webhook writes.
     version: str = Field(default="default", exclude=True)
 
@@ -232,6 +297,12 @@ class Settings(_Model):
         allowed = self.policy.allowed_domains
         if allowed and not any(_under(self.domain, d) for d in allowed):
             raise ValueError(f"domain {self.domain!r} is not under policy.allowedDomains {list(allowed)}")
+        clear = ("PLAINTEXT", "SASL_PLAINTEXT")
+        if self.tls.enabled and self.listener.security_protocol in clear:
+            raise ValueError(
+                f"listener.securityProtocol {self.listener.security_protocol} is clear text but tls.mode is "
+                "cert-manager: leave it unset (or SSL / SASL_SSL)"
+            )
         return self
 
 

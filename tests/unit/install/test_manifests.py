@@ -367,6 +367,7 @@ def test_base_rbac_is_exactly_what_the_server_and_controller_use(base: list[dict
         ("ClusterRole", "", "events"): {"create", "patch"},
         ("ClusterRole", "events.k8s.io", "events"): {"create", "patch"},
         ("Role", "coordination.k8s.io", "leases"): {"get", "create", "update"},
+        ("ClusterRole", "cert-manager.io", "certificates"): {"list", "create", "patch", "delete"},
     }
     role = one(base, "Role", "kafka-expose-leader-election")
     assert role["metadata"]["namespace"] == NAMESPACE
