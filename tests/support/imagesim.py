@@ -350,7 +350,7 @@ def evaluate(
             stub.chmod(0o755)
             for run in family.run_scripts:
                 script = script.replace(run, str(stub))
-            result = _run(script, env)
+            result = _run(script, {"HOSTNAME": pod["metadata"]["name"], **env})
             assert result.returncode == 0, result.stderr
             final = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
             return Broker(env_to_properties(final, family), "shell", result.stderr, final)

@@ -39,7 +39,14 @@ from webhook.core.podspec import (
     str_map,
     used_ports,
 )
-from webhook.core.services import is_managed, selected_broker, selects_kafka, service_name, single_broker_host
+from webhook.core.services import (
+    is_managed,
+    lead_to_listener,
+    selected_broker,
+    selects_kafka,
+    service_name,
+    single_broker_host,
+)
 from webhook.core.settings import Settings
 
 
@@ -352,10 +359,21 @@ def _mutate_service(obj: Mapping[str, Any], settings: Settings, namespace: str |
     annotations.update(lb.internal_annotations())
     ns = as_str(namespace or metadata.get("namespace") or "default", "metadata.namespace")
     host = single_broker_host(obj, settings, ns)
-    if host and EXTERNAL_DNS not in annotations:
+    result_spec = as_dict(result["spec"], "spec")
+    if host and settings.on_existing_listener == "replace":
+        # The controller adopts a chart's own per-broker LB instead of creating a second one. With
+        # `replace` the broker's listener moves to our name and port: the LB follows it (our name,
+        # the LB port leading to the port named for our listener), so the name resolves to an LB
+        # that leads to where the broker listens. With `keep` the chart's access is left as built.
+        annotations[EXTERNAL_DNS] = host
+        result_spec["ports"] = lead_to_listener(
+            as_list(result_spec.get("ports"), "spec.ports"),
+            settings.listener.port,
+            port_name(settings.listener.name),
+        )
+    elif host and EXTERNAL_DNS not in annotations:
         annotations[EXTERNAL_DNS] = host
     annotations[INTERNAL_LB_CLOUD] = lb.cloud
-    result_spec = as_dict(result["spec"], "spec")
     if lb.load_balancer_class and "loadBalancerClass" not in result_spec:
         result_spec["loadBalancerClass"] = lb.load_balancer_class
     if lb.source_ranges and not result_spec.get("loadBalancerSourceRanges"):

@@ -115,6 +115,19 @@ def broker_service(
     return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
 
 
+def lead_to_listener(ports: list[Any], port: int, target: str) -> list[dict[str, Any]]:
+    """A chart LB's ports with `port` leading to the container port named `target` (the broker's
+    external listener): the entry on `port` is retargeted, or one is added; the others stay."""
+    entries = [dict(entry) for entry in ports if isinstance(entry, dict)]
+    for entry in entries:
+        if entry.get("port") == port:
+            entry["targetPort"] = target
+            return entries
+    names = {entry.get("name") for entry in entries}
+    name = target if target not in names else f"{target[:10]}-{port}"
+    return [*entries, {"name": name, "port": port, "targetPort": target, "protocol": "TCP"}]
+
+
 def selected_broker(service: Mapping[str, Any]) -> str | None:
     """The single broker pod a Service selects by pod name, if it selects exactly one."""
     selector = (service.get("spec") or {}).get("selector") or {}
