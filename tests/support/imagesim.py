@@ -32,6 +32,8 @@ class Broker:
     flavor: str
     log: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    argv: list[str] = field(default_factory=list)  # start-command: kafka-server-start.sh's arguments
+    file_text: str = ""  # ... and the file it was started with, as it was then
 
     def listeners(self, key: str) -> dict[str, str]:
         """`NAME://host:port` entries of a listener property, by name."""
@@ -306,8 +308,10 @@ def start_command(
         if not container.get("command") and family.entrypoint:
             words = [family.entrypoint, *words]
         log += files.run(pod, container, words)
-        props, _ = files.started()
-        return Broker(props, "start-command", log, container_env(pod, container))
+        props, argv = files.started()
+        started = Path(f"{files.record}.file")
+        text = started.read_text() if started.exists() else ""
+        return Broker(props, "start-command", log, container_env(pod, container), argv, text)
 
 
 def evaluate(
