@@ -4,7 +4,14 @@ Tests assert on this outcome, not on the shape of a patch:
 - env: Kubernetes `$(VAR)` expansion and the downward API, then the image's env-to-property rule;
 - a shell command: run for real with `sh`, the image's run script stubbed by one that dumps its env;
 - a prepared server.properties: the chart's preparation (its ConfigMap with the placeholders filled
-  as its init script does), then every kafka-expose init container run for real with `sh`.
+  as its init script does), then every kafka-expose init container run for real with `sh`;
+- a `kafka-server-start.sh FILE [--override k=v]...` command line (the chart's shell script, a bare
+  command, or args to an ENTRYPOINT): the pod's volumes as directories (ConfigMaps filled from the
+  render), its shell init containers and then the broker's command run for real with every mount
+  path mapped there, TMPDIR nowhere (read-only root filesystem), kafka tools stubbed by one that
+  records its arguments and the file; the broker's properties are that file with each override
+  applied in order (the last wins), as kafka.Kafka does;
+- wurstmeister's start-kafka.sh rules and bitnami's legacy `KAFKA_<X>` aliases.
 The result is the broker's effective listener configuration.
 """
 
