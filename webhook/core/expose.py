@@ -9,7 +9,7 @@ from typing import Any
 from webhook.core.decision import BrokerPlan, Decision, Outcome
 from webhook.core.flavors import Listen, detect_flavor, in_force
 from webhook.core.hosts import BrokerIdentity, HostError, env_expression, render, split_pod_name
-from webhook.core.images import FAMILIES, Family, container_family
+from webhook.core.images import FAMILIES, Family, container_family, looks_like_kafka
 from webhook.core.listeners import ListenerError
 from webhook.core.names import (
     ADVERTISED,
@@ -109,7 +109,10 @@ def find_broker(metadata: Mapping[str, Any], spec: Mapping[str, Any], settings: 
         if family is not None:
             return Broker(index, family)
     if by_labels and containers(spec):
-        return Broker(0, FAMILIES[settings.match.pod_labels_family])
+        # the container that looks like the broker, else the first (sidecars may come first)
+        items = containers(spec)
+        index = next((i for i, c in enumerate(items) if looks_like_kafka(c)), 0)
+        return Broker(index, FAMILIES[settings.match.pod_labels_family])
     return None
 
 

@@ -136,3 +136,17 @@ def test_not_brokers_are_skipped() -> None:
         decision = mutate(pod, SETTINGS, "kafka")
         assert decision.outcome == "skipped", (sts["metadata"]["name"], decision.reason)
         assert decision.result == pod
+
+
+def test_pod_labels_pick_the_kafka_looking_container_not_the_first() -> None:
+    settings = parse_settings({"match": {"podLabels": {"app": "kafka"}, "podLabelsFamily": "apache"}})
+    [sts] = own_manifest("sidecar-first-digest.yaml")
+    pod = pod_from_statefulset(sts, 0, "kafka")
+    pod["spec"]["containers"][1]["image"] = "corp/kafka-broker:1"  # unknown image, broker by labels
+    decision = mutate(pod, settings, "kafka")
+    assert decision.outcome == "mutated", decision.reason
+    exporter, broker = decision.result["spec"]["containers"]
+    assert exporter == pod["spec"]["containers"][0]
+    assert any(
+        e["name"] == "KAFKA_ADVERTISED_LISTENERS" and "EXTERNAL://" in e["value"] for e in broker["env"]
+    )
