@@ -265,6 +265,12 @@ def _unknown_layout(container: Mapping[str, Any], family: Family) -> str:
             "command line; if its ENTRYPOINT is kafka-server-start.sh, declare it in settings.match.images "
             "with `entrypoint`, or with the family that configures it"
         )
+    if family.rule == "wurstmeister":
+        return (
+            f"image {image!r} (wurstmeister) is configured by legacy variables only (KAFKA_ADVERTISED_HOST_NAME, "
+            "KAFKA_ADVERTISED_PORT, KAFKA_PORT): set KAFKA_ADVERTISED_LISTENERS and KAFKA_LISTENERS so the "
+            "external listener can be added beside them"
+        )
     return (
         f"unknown layout for image {image!r} (family {family.name}): no kafka-server-start.sh on its command "
         f"line, no prepared server.properties, no shell command that runs {', '.join(family.run_scripts)}, "

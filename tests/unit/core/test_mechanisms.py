@@ -150,3 +150,29 @@ def test_pod_labels_pick_the_kafka_looking_container_not_the_first() -> None:
     assert any(
         e["name"] == "KAFKA_ADVERTISED_LISTENERS" and "EXTERNAL://" in e["value"] for e in broker["env"]
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        (
+            [
+                {"name": "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "value": "INSIDE:PLAINTEXT"},
+                {"name": "KAFKA_ADVERTISED_PORT", "value": "9092"},
+                {"name": "KAFKA_ADVERTISED_PROTOCOL_NAME", "value": "INSIDE"},
+                {"name": "KAFKA_ADVERTISED_LISTENERS", "value": "INSIDE://x:9092"},
+            ],
+            "rebuilds KAFKA_ADVERTISED_LISTENERS",
+        ),
+        ([{"name": "KAFKA_ADVERTISED_HOST_NAME", "value": "x"}], "legacy variables"),
+    ],
+)
+def test_wurstmeister_legacy_layouts_are_left_alone_with_what_to_do(
+    env: list[dict[str, str]], words: str
+) -> None:
+    [sts] = own_manifest("wurstmeister-env.yaml")
+    pod = pod_from_statefulset(sts, 0, "kafka")
+    pod["spec"]["containers"][0]["env"] = env
+    decision = mutate(pod, SETTINGS, "kafka")
+    assert decision.outcome == "warned" and words in decision.reason, decision.reason
+    assert decision.result == pod
