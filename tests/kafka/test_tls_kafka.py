@@ -12,13 +12,18 @@ The outside client (librdkafka) trusts only the issuer's CA, with hostname verif
 (`ssl.endpoint.identification.algorithm=https`), bootstraps through the bootstrap name, and produces
 and consumes 10,000 messages through every broker. Negative controls: the same client trusting
 another CA is refused, and reaching a broker by an address its certificate does not name fails
-hostname verification.
+hostname verification. Renewal: the Certificate made short-lived is renewed by cert-manager, each
+broker is restarted one at a time (what the controller's eviction does), each then serves the new
+serial, and a producer sending all along loses and duplicates nothing.
 """
 
 from __future__ import annotations
 
 import copy
+import socket
+import ssl
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from kubernetes import client
 
 from tests.kafka.test_brokers_smoke import (
@@ -38,7 +44,7 @@ from tests.kafka.test_brokers_smoke import (
     timed_stop,
 )
 from tests.support import certmanager, kafkarun
-from tests.support.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane, wait_for
 from tests.support.expectations import own_manifest
 from tests.support.imagesim import container_env, evaluate
 from tests.support.kafkarun import KafkaCluster, KafkaNode, LoadBalancer
@@ -52,8 +58,12 @@ from webhook.core.settings import parse_settings
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(900)]
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
-from confluent_kafka import KafkaException  # noqa: E402
-from confluent_kafka.admin import AdminClient  # noqa: E402
+from confluent_kafka import (  # noqa: E402
+    Consumer,
+    KafkaException,
+    Producer,
+)
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 NS = "kafka"
 N_MESSAGES = 10_000
@@ -131,6 +141,7 @@ def broker_properties(ordinal: int, mount: Path, workdir: Path) -> tuple[dict[st
 def test_an_outside_client_verifies_every_broker_and_moves_10000_messages(
     cluster_view: kafkarun.PrivateHosts,
     kafka_dists: dict[str, kafkarun.KafkaDist],
+    issuer: tuple[client.ApiClient, bytes],
     issued: tuple[Path, bytes],
     tmp_path: Path,
 ) -> None:
@@ -187,10 +198,115 @@ def test_an_outside_client_verifies_every_broker_and_moves_10000_messages(
             }
         )
         assert accepted.list_topics(timeout=30).brokers
+
+        # Renewal: a short-lived certificate, renewed by cert-manager; each broker restarted as the
+        # controller's eviction does, one at a time; a producer sends all along and loses nothing.
+        renew_across_restarts(issuer, cluster, lb_ips, mount, verified)
     finally:
         timed_stop(cluster)
         for lb in lbs:
             lb.stop()
+
+
+SHORT = SETTINGS.model_copy(
+    update={"tls": SETTINGS.tls.model_copy(update={"duration": "90s", "renew_before": "60s"})}
+)
+
+
+def served_serial(ip: str, name: str, ca_file: str) -> int:
+    """The serial of the certificate a broker serves on its external listener (hostname checked)."""
+    context = ssl.create_default_context(cafile=ca_file)
+    with (
+        socket.create_connection((ip, 9094), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=name) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def renew_across_restarts(
+    issuer: tuple[client.ApiClient, bytes],
+    cluster: KafkaCluster,
+    lb_ips: list[str],
+    mount: Path,
+    conf: dict[str, str],
+) -> None:
+    api, _ca = issuer
+    ca_file = conf["ssl.ca.location"]
+    old = {served_serial(ip, ext_name(i), ca_file) for i, ip in enumerate(lb_ips)}
+    assert len(old) == 1
+    topic = f"renewal-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": f"{BOOTSTRAP}:9094", **conf})
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)])[topic].result(timeout=60)
+    producer = Producer(
+        {"bootstrap.servers": f"{BOOTSTRAP}:9094", **conf, "acks": "all", "enable.idempotence": True}
+    )
+    delivered: list[str] = []
+    errors: list[object] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        i = 0
+        while not stop.is_set():
+
+            def done(err: object, msg: Any) -> None:
+                (errors.append(err) if err is not None else delivered.append(msg.key().decode()))
+
+            producer.produce(topic, key=f"k-{i}".encode(), value=b"v", on_delivery=done)
+            producer.poll(0.01)
+            i += 1
+        producer.flush(60)
+
+    sender = threading.Thread(target=produce, daemon=True)
+    sender.start()
+    [cert] = planned_objects(mutate(statefulset("kafka-broker"), SHORT, NS).plans, SHORT)
+    secret = cert["spec"]["secretName"]
+    first = certmanager.secret_data(api, NS, secret)["tls.crt"]
+    certmanager.apply(api, cert)
+    reissued = certmanager.wait_secret_changed(api, NS, secret, "tls.crt", first, timeout=120)
+    renewed = certmanager.wait_secret_changed(api, NS, secret, "tls.crt", reissued, timeout=120)  # by time
+    for key, value in certmanager.secret_data(api, NS, secret).items():
+        (mount / key).write_bytes(value)  # the kubelet refreshes the mounted Secret
+    new = x509.load_pem_x509_certificate(renewed).serial_number
+    for i, ip in enumerate(lb_ips):
+        cluster.restart_node(f"kafka-broker-{i}")
+        assert served_serial(ip, ext_name(i), ca_file) == new
+        in_sync = lambda: all(  # noqa: E731
+            len(p.isrs) == 3
+            for p in admin.list_topics(topic=topic, timeout=10).topics[topic].partitions.values()
+        )
+        wait_for(in_sync, 90, 0.5, f"{topic} in sync again after kafka-broker-{i}")
+    time.sleep(2)
+    stop.set()
+    sender.join(90)
+    assert not errors, errors[:5]
+    consumer = Consumer(
+        {
+            "bootstrap.servers": f"{BOOTSTRAP}:9094",
+            **conf,
+            "group.id": f"g-{topic}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    seen: list[str] = []
+    deadline = time.monotonic() + 120
+    try:
+        while len(seen) < len(delivered) and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is not None and msg.error() is None:
+                seen.append(msg.key().decode())
+    finally:
+        consumer.close()
+    print(f"[renewal] serial {old} -> {new}; {len(delivered)} messages sent across the restarts")
+    assert len(delivered) > 0 and sorted(seen) == sorted(delivered) and len(set(seen)) == len(seen)
+
+
+def statefulset(name: str) -> dict[str, Any]:
+    return next(
+        s for s in statefulsets(load_render("bitnami-kafka-32.4.4-brokers3")) if s["metadata"]["name"] == name
+    )
 
 
 def refused(bootstrap: str, conf: dict[str, str]) -> None:

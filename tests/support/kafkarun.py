@@ -990,6 +990,35 @@ class KafkaCluster:
                 )
             time.sleep(0.5)
 
+    def restart_node(self, name: str, timeout: float = 120.0) -> None:
+        """SIGTERM one node (as a pod eviction does), start it again on the same data and wait until
+        it is up again (its log's ready line after the restart, its listeners open)."""
+        n = self.node(name)
+        assert n.process is not None and n.dir is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(n.process.pid, signal.SIGTERM)
+        _kill_group(n.process, timeout=30)
+        _live.discard(n.process)
+        offset = n.log_file.stat().st_size if n.log_file.exists() else 0
+        self._start_node(n)
+        deadline = time.monotonic() + timeout
+        while True:
+            assert n.process is not None
+            if n.process.poll() is not None:
+                raise RuntimeError(f"{n.name} exited with {n.process.returncode}:\n{tail(n.log_file)}")
+            with n.log_file.open("rb") as f:
+                f.seek(offset)
+                text = f.read().decode(errors="replace")
+            if any(p.search(text) for p in _READY_PATTERNS) and all(
+                port_open(x.host, x.port) for x in n.listeners()
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{n.name} not up {timeout:.0f}s after its restart:\n{tail(n.log_file, 20)}"
+                )
+            time.sleep(0.5)
+
     def stop(self, graceful: bool = True) -> None:
         """Stop all nodes.  graceful: SIGTERM brokers (in parallel), then controllers,
         SIGKILL after 20 s; otherwise SIGKILL everything at once (fast, for tests that
