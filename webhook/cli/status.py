@@ -26,7 +26,17 @@ from webhook.kube.client import ApiError, Kube, load_api_client
 
 SETTINGS_CONFIGMAP = "kafka-expose-settings"
 SETTINGS_KEY = "settings.yaml"
-COLUMNS = ("NAMESPACE", "POD", "ADVERTISED", "SERVICE", "LB-ADDRESS", "INTERNAL", "DNS", "STATUS")
+COLUMNS = (
+    "NAMESPACE",
+    "POD",
+    "ADVERTISED",
+    "SERVICE",
+    "LB-ADDRESS",
+    "INTERNAL",
+    "DNS",
+    "CERT-EXPIRES",
+    "STATUS",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +110,7 @@ def _table(rows: Sequence[BrokerStatus]) -> str:
             row.address or "-",
             internal(row.internal),
             row.dns_name or "-",
+            row.certificate_expiry or "-",
             "ok" if row.ok else "; ".join(row.problems),
         )
         for row in rows

@@ -10,10 +10,10 @@ the controller would still do (create, update, replace, delete) or cannot do (a 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from webhook.core.names import EXTERNAL_DNS
+from webhook.core.names import CERTIFICATE, EXTERNAL_DNS
 from webhook.core.policy import assess, internal_load_balancer_changes
 from webhook.core.reconcile import (
     Conflict,
@@ -48,6 +48,7 @@ class BrokerStatus:
     dns_name: str | None  # external-dns hostname annotation of the Service
     findings: tuple[str, ...] = ()  # policy violations of the Service (rule: message)
     problems: tuple[str, ...] = field(default=())  # what needs a person; empty: all is well
+    certificate_expiry: str | None = None  # notAfter of the Certificate its external listener serves
 
     @property
     def ok(self) -> bool:
@@ -64,6 +65,7 @@ class BrokerStatus:
             "dnsName": self.dns_name,
             "findings": list(self.findings),
             "problems": list(self.problems),
+            "certificateExpiry": self.certificate_expiry,
             "ok": self.ok,
         }
 
@@ -93,8 +95,9 @@ def namespace_status(state: NamespaceState, settings: Settings) -> list[BrokerSt
             continue  # not a broker of a StatefulSet here: the controller gives it nothing either
         chart = chart_load_balancer(state.services, broker.pod)
         service_name = name_of(chart) if chart is not None else broker.service_name  # the chart's own
-        rows.append(_row(state.namespace, name_of(pod), broker.advertised, services.get(service_name),
-                         service_name, pending.get(service_name, []), settings))  # fmt: skip
+        row = _row(state.namespace, name_of(pod), broker.advertised, services.get(service_name),
+                   service_name, pending.get(service_name, []), settings)  # fmt: skip
+        rows.append(_with_certificate(row, annotations_of(pod).get(CERTIFICATE), state))
     for action in plan.of(Unexposed):
         rows.append(
             BrokerStatus(
@@ -109,6 +112,26 @@ def namespace_status(state: NamespaceState, settings: Settings) -> list[BrokerSt
             )
         )
     return sorted(rows, key=lambda row: row.pod)
+
+
+def _with_certificate(row: BrokerStatus, certificate: str | None, state: NamespaceState) -> BrokerStatus:
+    """The expiry of the Certificate the broker serves (tls.mode cert-manager), or why there is none."""
+    if certificate is None:
+        return row
+    found = next((c for c in state.certificates if name_of(c) == certificate), None)
+    status = found.get("status") if found is not None else None
+    status = status if isinstance(status, dict) else {}
+    conditions = status.get("conditions")
+    ready = isinstance(conditions, list) and any(
+        isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
+    )
+    expiry = status.get("notAfter") if isinstance(status.get("notAfter"), str) else None
+    problems = row.problems
+    if found is None:
+        problems += (f"Certificate {certificate} is missing",)
+    elif not ready:
+        problems += (f"Certificate {certificate} is not Ready (cert-manager has not issued it)",)
+    return replace(row, certificate_expiry=expiry, problems=problems)
 
 
 def _row(

@@ -39,6 +39,7 @@ from webhook.core.reconcile import (
     plan_namespace,
 )
 from webhook.core.settings import Settings, SettingsError, parse_settings
+from webhook.core.status import namespace_status
 
 pytestmark = pytest.mark.unit
 
@@ -335,3 +336,15 @@ def test_a_namespace_gets_another_issuer_only_within_the_policy() -> None:
     other, problems = settings_for_namespace(settings, {TLS_ISSUER_OVERRIDE: "Issuer/team-b-ca"}, "team-a")
     assert other.tls.issuer_ref.name == "kafka-external-ca"
     assert "refused" in problems[0] and "Issuer/team-a-ca" in problems[0]
+
+
+def test_status_shows_the_certificates_expiry_or_why_there_is_none() -> None:
+    [apply] = plan_namespace(_tls_namespace(2), TLS).of(ApplyCertificate)
+    status = {"notAfter": "2027-03-02T12:00:00Z", "conditions": [{"type": "Ready", "status": "True"}]}
+    rows = namespace_status(_tls_namespace(2, certs=({**apply.desired, "status": status},)), TLS)
+    assert [r.certificate_expiry for r in rows] == ["2027-03-02T12:00:00Z"] * 2
+    assert rows[0].as_dict()["certificateExpiry"] == "2027-03-02T12:00:00Z"
+    missing = namespace_status(_tls_namespace(2), TLS)
+    assert all(r.certificate_expiry is None and any("is missing" in p for p in r.problems) for r in missing)
+    unissued = namespace_status(_tls_namespace(2, certs=(apply.desired,)), TLS)
+    assert all(any("not Ready" in p for p in r.problems) for r in unissued)
