@@ -4,7 +4,14 @@ Tests assert on this outcome, not on the shape of a patch:
 - env: Kubernetes `$(VAR)` expansion and the downward API, then the image's env-to-property rule;
 - a shell command: run for real with `sh`, the image's run script stubbed by one that dumps its env;
 - a prepared server.properties: the chart's preparation (its ConfigMap with the placeholders filled
-  as its init script does), then every kafka-expose init container run for real with `sh`.
+  as its init script does), then every kafka-expose init container run for real with `sh`;
+- a `kafka-server-start.sh FILE [--override k=v]...` command line (the chart's shell script, a bare
+  command, or args to an ENTRYPOINT): the pod's volumes as directories (ConfigMaps filled from the
+  render), its shell init containers and then the broker's command run for real with every mount
+  path mapped there, TMPDIR nowhere (read-only root filesystem), kafka tools stubbed by one that
+  records its arguments and the file; the broker's properties are that file with each override
+  applied in order (the last wins), as kafka.Kafka does;
+- wurstmeister's start-kafka.sh rules and bitnami's legacy `KAFKA_<X>` aliases.
 The result is the broker's effective listener configuration.
 """
 
@@ -32,6 +39,8 @@ class Broker:
     flavor: str
     log: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    argv: list[str] = field(default_factory=list)  # start-command: kafka-server-start.sh's arguments
+    file_text: str = ""  # ... and the file it was started with, as it was then
 
     def listeners(self, key: str) -> dict[str, str]:
         """`NAME://host:port` entries of a listener property, by name."""
@@ -306,8 +315,10 @@ def start_command(
         if not container.get("command") and family.entrypoint:
             words = [family.entrypoint, *words]
         log += files.run(pod, container, words)
-        props, _ = files.started()
-        return Broker(props, "start-command", log, container_env(pod, container))
+        props, argv = files.started()
+        started = Path(f"{files.record}.file")
+        text = started.read_text() if started.exists() else ""
+        return Broker(props, "start-command", log, container_env(pod, container), argv, text)
 
 
 def evaluate(
@@ -350,7 +361,7 @@ def evaluate(
             stub.chmod(0o755)
             for run in family.run_scripts:
                 script = script.replace(run, str(stub))
-            result = _run(script, env)
+            result = _run(script, {"HOSTNAME": pod["metadata"]["name"], **env})
             assert result.returncode == 0, result.stderr
             final = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
             return Broker(env_to_properties(final, family), "shell", result.stderr, final)

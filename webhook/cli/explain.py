@@ -35,6 +35,8 @@ def explain_objects(items: list[dict[str, Any]], settings: Settings, namespace: 
         images += [str(c.get("image")) for c in pod_containers]
         if decision.plans:
             brokers += 1
+            if namespace_of(obj) is None and namespace is None:
+                lines.append(f"{kind} {name} names no namespace: 'default' assumed (pass --namespace)")
             for plan in decision.plans:
                 lines.append(_plan_line(plan, settings))
         elif decision.outcome == "mutated":

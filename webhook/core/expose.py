@@ -10,7 +10,7 @@ from webhook.core.certificates import TooOld, external_tls
 from webhook.core.decision import BrokerPlan, Decision, Outcome
 from webhook.core.flavors import Listen, detect_flavor, in_force
 from webhook.core.hosts import BrokerIdentity, HostError, env_expression, render, split_pod_name
-from webhook.core.images import FAMILIES, Family, container_family
+from webhook.core.images import FAMILIES, Family, container_family, looks_like_kafka
 from webhook.core.listeners import ListenerError
 from webhook.core.names import (
     ADVERTISED,
@@ -42,7 +42,14 @@ from webhook.core.podspec import (
     str_map,
     used_ports,
 )
-from webhook.core.services import is_managed, selected_broker, selects_kafka, service_name, single_broker_host
+from webhook.core.services import (
+    is_managed,
+    lead_to_listener,
+    selected_broker,
+    selects_kafka,
+    service_name,
+    single_broker_host,
+)
 from webhook.core.settings import Settings
 from webhook.core.tls_listener import mount
 
@@ -106,7 +113,10 @@ def find_broker(metadata: Mapping[str, Any], spec: Mapping[str, Any], settings: 
         if family is not None:
             return Broker(index, family)
     if by_labels and containers(spec):
-        return Broker(0, FAMILIES[settings.match.pod_labels_family])
+        # the container that looks like the broker, else the first (sidecars may come first)
+        items = containers(spec)
+        index = next((i for i, c in enumerate(items) if looks_like_kafka(c)), 0)
+        return Broker(index, FAMILIES[settings.match.pod_labels_family])
     return None
 
 
@@ -273,6 +283,12 @@ def _unknown_layout(container: Mapping[str, Any], family: Family) -> str:
             "command line; if its ENTRYPOINT is kafka-server-start.sh, declare it in settings.match.images "
             "with `entrypoint`, or with the family that configures it"
         )
+    if family.rule == "wurstmeister":
+        return (
+            f"image {image!r} (wurstmeister) is configured by legacy variables only (KAFKA_ADVERTISED_HOST_NAME, "
+            "KAFKA_ADVERTISED_PORT, KAFKA_PORT): set KAFKA_ADVERTISED_LISTENERS and KAFKA_LISTENERS so the "
+            "external listener can be added beside them"
+        )
     return (
         f"unknown layout for image {image!r} (family {family.name}): no kafka-server-start.sh on its command "
         f"line, no prepared server.properties, no shell command that runs {', '.join(family.run_scripts)}, "
@@ -370,10 +386,21 @@ def _mutate_service(obj: Mapping[str, Any], settings: Settings, namespace: str |
     annotations.update(lb.internal_annotations())
     ns = as_str(namespace or metadata.get("namespace") or "default", "metadata.namespace")
     host = single_broker_host(obj, settings, ns)
-    if host and EXTERNAL_DNS not in annotations:
+    result_spec = as_dict(result["spec"], "spec")
+    if host and settings.on_existing_listener == "replace":
+        # The controller adopts a chart's own per-broker LB instead of creating a second one. With
+        # `replace` the broker's listener moves to our name and port: the LB follows it (our name,
+        # the LB port leading to the port named for our listener), so the name resolves to an LB
+        # that leads to where the broker listens. With `keep` the chart's access is left as built.
+        annotations[EXTERNAL_DNS] = host
+        result_spec["ports"] = lead_to_listener(
+            as_list(result_spec.get("ports"), "spec.ports"),
+            settings.listener.port,
+            port_name(settings.listener.name),
+        )
+    elif host and EXTERNAL_DNS not in annotations:
         annotations[EXTERNAL_DNS] = host
     annotations[INTERNAL_LB_CLOUD] = lb.cloud
-    result_spec = as_dict(result["spec"], "spec")
     if lb.load_balancer_class and "loadBalancerClass" not in result_spec:
         result_spec["loadBalancerClass"] = lb.load_balancer_class
     if lb.source_ranges and not result_spec.get("loadBalancerSourceRanges"):

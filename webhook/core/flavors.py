@@ -3,7 +3,8 @@
 Each flavor is a small strategy over a raw pod spec: `detect` says whether this layout is the one the
 chart uses, `apply` edits a copy so that, once the image has evaluated its env, shell command and
 config files, the broker advertises exactly one external listener. Order matters: the first flavor
-that detects wins (a prepared file beats env vars, which the image then ignores).
+that detects wins (a kafka-server-start.sh command line beats everything: the broker runs exactly
+that; a prepared file beats env vars, which the image then ignores).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from webhook.core.names import (
     STATEFULSET_LABEL,
     STS_POD_NAME_LABEL,
 )
+from webhook.core.podspec import as_dict
 from webhook.core.settings import Settings
 
 MAX_NAME = 63
@@ -113,6 +114,19 @@ def broker_service(
     if lb.source_ranges:
         spec["loadBalancerSourceRanges"] = list(lb.source_ranges)
     return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
+
+
+def lead_to_listener(ports: list[Any], port: int, target: str) -> list[dict[str, Any]]:
+    """A chart LB's ports with `port` leading to the container port named `target` (the broker's
+    external listener): the entry on `port` is retargeted, or one is added; the others stay."""
+    entries = [dict(as_dict(entry, "spec.ports[]")) for entry in ports]
+    for entry in entries:
+        if entry.get("port") == port:
+            entry["targetPort"] = target
+            return entries
+    names = {entry.get("name") for entry in entries if isinstance(entry.get("name"), str)}
+    name = target if target not in names else f"{target[:10]}-{port}"
+    return [*entries, {"name": name, "port": port, "targetPort": target, "protocol": "TCP"}]
 
 
 def selected_broker(service: Mapping[str, Any]) -> str | None:

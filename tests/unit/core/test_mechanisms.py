@@ -136,3 +136,43 @@ def test_not_brokers_are_skipped() -> None:
         decision = mutate(pod, SETTINGS, "kafka")
         assert decision.outcome == "skipped", (sts["metadata"]["name"], decision.reason)
         assert decision.result == pod
+
+
+def test_pod_labels_pick_the_kafka_looking_container_not_the_first() -> None:
+    settings = parse_settings({"match": {"podLabels": {"app": "kafka"}, "podLabelsFamily": "apache"}})
+    [sts] = own_manifest("sidecar-first-digest.yaml")
+    pod = pod_from_statefulset(sts, 0, "kafka")
+    pod["spec"]["containers"][1]["image"] = "corp/kafka-broker:1"  # unknown image, broker by labels
+    decision = mutate(pod, settings, "kafka")
+    assert decision.outcome == "mutated", decision.reason
+    exporter, broker = decision.result["spec"]["containers"]
+    assert exporter == pod["spec"]["containers"][0]
+    assert any(
+        e["name"] == "KAFKA_ADVERTISED_LISTENERS" and "EXTERNAL://" in e["value"] for e in broker["env"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        (
+            [
+                {"name": "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "value": "INSIDE:PLAINTEXT"},
+                {"name": "KAFKA_ADVERTISED_PORT", "value": "9092"},
+                {"name": "KAFKA_ADVERTISED_PROTOCOL_NAME", "value": "INSIDE"},
+                {"name": "KAFKA_ADVERTISED_LISTENERS", "value": "INSIDE://x:9092"},
+            ],
+            "rebuilds KAFKA_ADVERTISED_LISTENERS",
+        ),
+        ([{"name": "KAFKA_ADVERTISED_HOST_NAME", "value": "x"}], "legacy variables"),
+    ],
+)
+def test_wurstmeister_legacy_layouts_are_left_alone_with_what_to_do(
+    env: list[dict[str, str]], words: str
+) -> None:
+    [sts] = own_manifest("wurstmeister-env.yaml")
+    pod = pod_from_statefulset(sts, 0, "kafka")
+    pod["spec"]["containers"][0]["env"] = env
+    decision = mutate(pod, SETTINGS, "kafka")
+    assert decision.outcome == "warned" and words in decision.reason, decision.reason
+    assert decision.result == pod
