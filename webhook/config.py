@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+from pathlib import Path
 
 import yaml
 
@@ -36,13 +38,16 @@ def load_settings_text(text: str) -> Settings:
     return settings.model_copy(update={"version": settings_digest(settings)})
 
 
-def load_settings(path: str) -> Settings:
+def read_settings_text(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+            return handle.read()
     except OSError as err:
         raise SettingsError([f"{path}: {err.strerror or err}"]) from None
-    return load_settings_text(text)
+
+
+def load_settings(path: str) -> Settings:
+    return load_settings_text(read_settings_text(path))
 
 
 class SettingsStore(Watched):
@@ -52,6 +57,48 @@ class SettingsStore(Watched):
         super().__init__([path] if path else [])
         self.path = path
         self._settings = settings
+        # Shared by the processes of one server (see `share_last_good`); None: not shared.
+        self.last_good: Path | None = None
+
+    def share_last_good(self, path: Path) -> None:
+        """Keep the last settings any process of this server loaded in `path`.
+
+        Gunicorn forks a replacement worker from the arbiter, whose store holds the settings of its
+        start: if the file has become invalid meanwhile, that worker would serve the boot settings
+        while its siblings serve the last good ones. With the snapshot it adopts the last good ones
+        too (every process writes it on each successful load; all agree on its content)."""
+        self.last_good = path
+        self._write_last_good(self._settings)
+
+    def _write_last_good(self, settings: Settings) -> None:
+        if self.last_good is None or not self.path:
+            return
+        try:
+            text = read_settings_text(self.path)
+            if load_settings_text(text).version != settings.version:
+                return  # the file moved on since these settings were read: not this snapshot's to write
+            temporary = self.last_good.with_name(f".{self.last_good.name}.{os.getpid()}")
+            temporary.write_text(text, encoding="utf-8")
+            os.replace(temporary, self.last_good)
+        except (OSError, SettingsError) as err:
+            log.warning("cannot share the last good settings", extra={"fields": {"error": str(err)}})
+
+    def _adopt_last_good(self) -> bool:
+        """After a rejected file: take the snapshot when another process loaded newer settings."""
+        if self.last_good is None:
+            return False
+        try:
+            shared = load_settings_text(self.last_good.read_text(encoding="utf-8"))
+        except (OSError, SettingsError):
+            return False
+        if shared.version == self._settings.version:
+            return False
+        previous, self._settings = self._settings.version, shared
+        log.warning(
+            "the settings file is invalid: serving the last good settings another process loaded",
+            extra={"fields": {"path": self.path, "version": shared.version, "previous_version": previous}},
+        )
+        return True
 
     @classmethod
     def from_file(cls, path: str) -> SettingsStore:
@@ -72,6 +119,7 @@ class SettingsStore(Watched):
             try:
                 settings = load_settings(self.path)
             except SettingsError as err:
+                self._adopt_last_good()
                 return self._rejected(
                     "; ".join(err.problems)[:1000],
                     "settings reload rejected, previous settings keep serving",
@@ -80,6 +128,7 @@ class SettingsStore(Watched):
             previous = self._settings.version
             self._settings = settings
             self._reloaded()
+            self._write_last_good(settings)
         log.info(
             "settings reloaded",
             extra={"fields": {"path": self.path, "version": settings.version, "previous_version": previous}},

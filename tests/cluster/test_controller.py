@@ -43,11 +43,15 @@ from tests.cluster.controller_fixtures import (
     running,
     scale,
     selected_pods,
+    settings_of,
 )
 from tests.support.controlplane import ControlPlane, NodeAgentStandIn, wait_for
-from tests.support.podfactory import load_render, pod_from_statefulset, statefulsets
+from tests.support.expectations import kafka_container
+from tests.support.imagesim import evaluate
+from tests.support.podfactory import load_render, pod_from_statefulset, render_names, statefulsets
 from webhook.config import load_settings_text
 from webhook.core import mutate
+from webhook.core.services import selected_broker
 
 pytestmark = pytest.mark.cluster
 
@@ -611,3 +615,65 @@ def test_the_controller_survives_an_api_server_restart(
     services = exactly(api, ns, 3, timeout=45)
     assert selected_pods(services) == ["kafka-broker-0", "second-0", "second-1"]
     assert controller.alive()
+
+
+# incubator/kafka 0.9.0 is apps/v1beta1 and no longer installs: its render is checked in the unit tier.
+EXTERNAL_LB_RENDERS = [
+    r
+    for r in render_names("external-lb", "external-lb-autodiscovery")
+    if all(s["apiVersion"] == "apps/v1" for s in statefulsets(load_render(r)))
+]
+
+
+@pytest.mark.parametrize("render", EXTERNAL_LB_RENDERS)
+def test_external_lb_renders_are_consistent_end_to_end(
+    render: str,
+    control_plane: ControlPlane,
+    api: kubernetes.client.ApiClient,
+    controller: Controller,
+    namespaces: list[str],
+) -> None:
+    """A chart that exposes each broker itself, with onExistingListener replace: the controller
+    adopts the chart's LB; as stored, its external-dns name is the one the broker advertises and its
+    LB port leads to the container port where the broker listens with that listener."""
+    settings = settings_of()
+    ns = new_namespace(api, namespaces, "ctl-extlb")
+    objects = render_objects(render, ns, settings)
+    kinds = ("Service", "StatefulSet", "ConfigMap", "Secret")
+    # the chart's Services as the Service webhook answers them
+    objects = [
+        mutate(o, settings, ns).result if o["kind"] == "Service" else o for o in objects if o["kind"] in kinds
+    ]
+    create_objects(control_plane, objects)
+    docs = load_render(render)
+    brokers = [
+        f"{s['metadata']['name']}-{i}"
+        for s in statefulsets(docs)
+        if mutate(s, settings, ns).plans
+        for i in range(s["spec"]["replicas"])
+    ]
+    wait_for(lambda: set(brokers) <= set(pods(api, ns)), timeout=90, message="broker pods")
+    wait_for(
+        lambda: len([e for e in events(api, ns) if e["reason"] == "ChartLoadBalancer"]) >= len(brokers),
+        message="ChartLoadBalancer events",
+    )
+    assert managed_services(api, ns) == {}  # no second LB next to the chart's
+    stored_pods, stored_services = pods(api, ns), all_services(api, ns)
+    for name in brokers:
+        pod = stored_pods[name]
+        [lb] = [s for s in stored_services.values() if selected_broker(s) == name]
+        decision = mutate({**pod, "kind": "Pod"}, settings, ns)
+        [plan] = decision.plans
+        broker = evaluate(
+            {**pod, "kind": "Pod"},
+            settings,
+            [{**d, "metadata": {**d["metadata"], "namespace": ns}} for d in docs],
+        )
+        host, port = broker.advertised()[plan.listener_name].split("://", 1)[1].rsplit(":", 1)
+        assert host == f"{name}.{ns}.kafka.example.com"
+        assert lb["metadata"]["annotations"]["external-dns.alpha.kubernetes.io/hostname"] == host
+        [entry] = [p for p in lb["spec"]["ports"] if p["port"] == int(port)]
+        declared = {p.get("name"): p["containerPort"] for p in kafka_container(pod, settings)["ports"]}
+        target = entry["targetPort"]
+        target_port = target if isinstance(target, int) else declared[target]
+        assert target_port == int(broker.bound()[plan.listener_name].rsplit(":", 1)[1])

@@ -49,7 +49,7 @@ def broker_statefulsets(docs: list[dict[str, Any]], settings: Any) -> list[dict[
 
 
 def namespace_for(render: str) -> str:
-    return "t-" + render.replace(".", "-")[:50]
+    return "t-" + render.replace(".", "-").replace("/", "-")[:50]
 
 
 APPS_V1_RENDERS = [

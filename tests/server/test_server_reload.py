@@ -456,3 +456,47 @@ def test_a_killed_worker_is_replaced_and_metrics_stay_right(tmp_path: Path) -> N
         assert not [e for e in server.log_lines() if e.get("message") == "Exception in worker process"]
         samples = [line for line in text.splitlines() if line.startswith(b"kafka_expose_certificate_expiry")]
         assert len(samples) == 1  # one value (the minimum over live workers), the dead worker's is gone
+
+
+def test_a_worker_replaced_while_the_file_is_invalid_serves_the_last_good_settings(tmp_path: Path) -> None:
+    """A replacement worker is forked from the arbiter, which loaded the settings at its start: without
+    the shared last-good snapshot it would serve those boot settings while its siblings serve the
+    last good ones (seen once under load: a worker timed out and came back with the old domain)."""
+    with running_server(tmp_path, workers=2) as server, Hammer(server) as hammer:
+        server.set_settings(OTHER_SETTINGS)
+
+        def all_other() -> bool:
+            with hammer.lock:
+                recent = hammer.answers[-30:]
+            return len(recent) == 30 and all(advertised_domain(a) == "other" for a in recent)
+
+        wait_for(all_other, 10, "every worker to serve the new settings")
+        failures_before = server.metric("kafka_expose_settings_reloads_total", result="failure")
+        server.set_settings(INVALID_SETTINGS)
+        wait_for(
+            lambda: server.metric("kafka_expose_settings_reloads_total", result="failure") > failures_before,
+            10,
+            "the invalid settings to be rejected",
+        )
+        booted = [
+            int(e["message"].rsplit(" ", 1)[-1])
+            for e in server.log_lines()
+            if e.get("message", "").startswith("Booting worker with pid:")
+        ]
+        import os
+
+        for pid in booted:  # every worker replaced: each new one starts from the arbiter's state
+            os.kill(pid, signal.SIGKILL)
+        wait_for(
+            lambda: (
+                sum(e.get("message", "").startswith("Booting worker") for e in server.log_lines())
+                == 2 * len(booted)
+            ),
+            20,
+            "the replacement workers",
+        )
+        seen = hammer.count()
+        wait_for(lambda: hammer.count() > seen + 60, 20, "answers from the replacement workers")
+        with hammer.lock:
+            recent = [advertised_domain(a) for a in hammer.answers[-30:]]
+        assert recent == ["other"] * 30, recent

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from webhook.server.gunicorn import Runtime
 
 NOOP_ENV = "KAFKA_EXPOSE_NOOP"
+LAST_GOOD_SETTINGS = "last-good-settings.yaml"  # in the workers' shared directory (config.py)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
         ),
     )
     created_dir = _prepare_multiprocess_dir()
+    shared_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if shared_dir:  # the workers' shared scratch directory: replacement workers adopt the last good
+        settings.share_last_good(Path(shared_dir) / LAST_GOOD_SETTINGS)
     arbiter_pid = os.getpid()
     log.info(
         "starting",
