@@ -11,19 +11,19 @@ Rules (names as in the settings' `policy.rules`):
 * loadBalancerCap: a new LoadBalancer Service does not take the namespace over the cap.
 * exposureRequired: a broker that should have been exposed but could not be is a violation.
 
-`evaluate` lists the violations; `decide` applies the modes (off: ignored, warn: a warning,
-enforce: denied). The settings given must already be the namespace's effective settings
-(`webhook.namespaces.settings_for_namespace`). The webhook's hook with the `ValidateHook`
-signature and the API-backed parts (namespace annotations, the live LoadBalancer count) are in
-`webhook.namespaces`; `validate` here is the same check without them.
+`assess` lists the violations of an object (`assess_request` of an AdmissionRequest's object);
+`verdict_of` applies the modes (off: ignored, warn: a warning, enforce: denied). The settings given
+must already be the namespace's effective settings (`webhook.core.overrides.settings_for_namespace`).
+The webhook's hook with the `ValidateHook` signature and the API-backed parts (namespace annotations,
+the live LoadBalancer count) are `webhook.server.namespaces.PolicyHook`; the warnings' form (prefix,
+length) is the admission edge's (`webhook.admission.responses.warning_text`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -48,8 +48,6 @@ _RULE_FIELDS = {
 SOURCE_RANGES_ANNOTATION = "service.beta.kubernetes.io/load-balancer-source-ranges"
 _ADVERTISED_RE = re.compile(r"^[A-Za-z0-9_]+://(?P<host>[^:/\[\]]+):[0-9]+$")
 
-WARNING_PREFIX = "kafka-expose: "
-WARNING_LIMIT = 256  # what webhook.admission lets through (longer warnings are cut there)
 RuleOutcome = Literal["passed", "warned", "denied", "ignored", "unchecked"]
 _OUTCOME_OF_MODE: dict[str, RuleOutcome] = {"enforce": "denied", "warn": "warned", "off": "ignored"}
 
@@ -59,15 +57,12 @@ class Violation:
     rule: str  # one of RULES
     message: str  # says what is wrong and what to change; ends with "(policy rule <rule>)"
     mode: Mode
-    short: str | None = field(default=None, compare=False)  # the message cut to fit a warning
+    keep: str = field(default="", compare=False)  # the end of `message` a shortened warning keeps
 
-    def warning(self) -> str:
-        """The AdmissionReview warning: the API server keeps warnings short, so keep what to change."""
-        text = f"{WARNING_PREFIX}{self.short or self.message}"
-        if len(text) <= WARNING_LIMIT:
-            return text
-        suffix = f" (policy rule {self.rule})"
-        return text[: WARNING_LIMIT - len(suffix) - 3].rstrip() + "..." + suffix
+    @property
+    def tail(self) -> str:
+        """What a warning cut to the API server's length must keep: what to change, and the rule."""
+        return self.keep or f" (policy rule {self.rule})"
 
 
 @dataclass(frozen=True)
@@ -84,7 +79,7 @@ class Assessment:
 class Verdict:
     allowed: bool
     message: str | None
-    warnings: list[str]
+    warnings: list[Violation]  # the rules in warn mode (the edge turns them into warning lines)
     outcomes: dict[str, RuleOutcome] = field(default_factory=dict)
 
 
@@ -96,24 +91,6 @@ def policy_off(settings: Settings) -> bool:
     return all(mode_of(settings, rule) == "off" for rule in RULES)
 
 
-def evaluate(
-    obj: Mapping[str, Any],
-    settings: Settings,
-    *,
-    namespace: str | None,
-    load_balancers_in_namespace: int | None,
-) -> list[Violation]:
-    """The violations of `obj` (a Pod, StatefulSet or Service as it will be stored).
-
-    load_balancers_in_namespace: how many OTHER LoadBalancer Services the namespace has (None: the
-    cap is not checked, e.g. no API access, or an UPDATE of a Service that already was one)."""
-    return list(
-        assess(
-            obj, settings, namespace=namespace, load_balancers_in_namespace=load_balancers_in_namespace
-        ).violations
-    )
-
-
 def assess(
     obj: Mapping[str, Any],
     settings: Settings,
@@ -121,6 +98,10 @@ def assess(
     namespace: str | None,
     load_balancers_in_namespace: int | None,
 ) -> Assessment:
+    """The violations of `obj` (a Pod, StatefulSet or Service as it will be stored).
+
+    load_balancers_in_namespace: how many OTHER LoadBalancer Services the namespace has (None: the
+    cap is not checked, e.g. no API access, or an UPDATE of a Service that already was one)."""
     kind = obj.get("kind") if isinstance(obj, Mapping) else None
     if kind == "Service":
         return _assess_service(obj, settings, namespace, load_balancers_in_namespace)
@@ -129,15 +110,10 @@ def assess(
     return Assessment((), ())
 
 
-def decide(violations: Iterable[Violation]) -> tuple[bool, str | None, list[str]]:
-    """(allowed, denial message, warnings): enforce denies, warn warns, off ignores."""
-    verdict = verdict_of(Assessment(tuple(violations), ()))
-    return verdict.allowed, verdict.message, verdict.warnings
-
-
 def verdict_of(assessment: Assessment) -> Verdict:
+    """Enforce denies, warn warns, off ignores; and each checked rule's outcome, for metrics."""
     denials = [v.message for v in assessment.violations if v.mode == "enforce"]
-    warnings = [v.warning() for v in assessment.violations if v.mode == "warn"]
+    warnings = [v for v in assessment.violations if v.mode == "warn"]
     outcomes: dict[str, RuleOutcome] = {rule: "passed" for rule in assessment.checked}
     outcomes.update({rule: "unchecked" for rule in assessment.unchecked})
     rank = {"passed": 0, "unchecked": 0, "ignored": 1, "warned": 2, "denied": 3}
@@ -146,13 +122,7 @@ def verdict_of(assessment: Assessment) -> Verdict:
         if rank[outcome] > rank[outcomes.get(violation.rule, "passed")]:
             outcomes[violation.rule] = outcome
     message = "; ".join(_unique(denials)) if denials else None
-    return Verdict(not denials, message, _unique(warnings), outcomes)
-
-
-def validate(request: Mapping[str, Any], settings: Settings) -> tuple[bool, str, Sequence[str]]:
-    """The `ValidateHook` without API access: no namespace overrides, no cap (see webhook.namespaces)."""
-    verdict = verdict_of(assess_request(request, settings, load_balancers_in_namespace=None))
-    return verdict.allowed, verdict.message or "", verdict.warnings
+    return Verdict(not denials, message, list(dict.fromkeys(warnings)), outcomes)
 
 
 def assess_request(
@@ -348,23 +318,13 @@ def _assess_broker(obj: Mapping[str, Any], settings: Settings, namespace: str | 
         return Assessment((), ())
     if decision.outcome == "warned":
         fix = "run `kafka-expose explain` on its manifests, then change the broker configuration or settings.match"
-        violation = _violation(
-            settings,
+        tail = f"; {fix} (policy rule {EXPOSURE_REQUIRED})"
+        violation = Violation(
             EXPOSURE_REQUIRED,
-            f"{kind} {name}: Kafka broker cannot be exposed: {decision.reason}; {fix}",
+            f"{kind} {name}: Kafka broker cannot be exposed: {decision.reason}{tail}",
+            mode_of(settings, EXPOSURE_REQUIRED),
+            keep=tail,
         )
-        head = f"{kind} {name}: Kafka broker cannot be exposed: "
-        room = (
-            WARNING_LIMIT
-            - len(WARNING_PREFIX)
-            - len(head)
-            - len(f"; {fix} (policy rule {EXPOSURE_REQUIRED})")
-        )
-        if len(decision.reason) > room:
-            reason = decision.reason[: max(room - 3, 0)].rstrip() + "..."
-            violation = dataclasses.replace(
-                violation, short=f"{head}{reason}; {fix} (policy rule {EXPOSURE_REQUIRED})"
-            )
         return Assessment((violation,), (EXPOSURE_REQUIRED,), (), True)
     hosts = [plan.host for plan in decision.plans]
     if kind == "Pod":

@@ -2,7 +2,7 @@
 
 Routes: POST /mutate, POST /validate (AdmissionReview v1), GET /healthz, /readyz, /metrics.
 Whatever the input, the answer is a well-formed AdmissionReview or a 4xx with a one-line text body;
-an exception inside the core allows the object untouched with a warning (see admission.mutate_review).
+an exception inside the core allows the object untouched with a warning (see admission.handlers.failed_open).
 """
 
 from __future__ import annotations
@@ -15,23 +15,24 @@ from typing import Any, Literal
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from webhook.admission.review import (
-    MAX_BODY_BYTES,
-    BadReview,
+from webhook.admission.handlers import (
     Handled,
     MutateFn,
-    Review,
     ValidateHook,
     allow_all,
-    allowed,
+    failed_open,
+    mutate_review,
+    validate_review,
+)
+from webhook.admission.responses import allowed, review_response
+from webhook.admission.wire import (
+    MAX_BODY_BYTES,
+    BadReview,
+    Review,
     check_content_type,
     check_size,
     encode,
-    mutate_review,
     parse_review,
-    review_response,
-    validate_review,
-    with_warnings,
 )
 from webhook.config import SettingsStore
 from webhook.core import mutate as core_mutate
@@ -125,10 +126,7 @@ def create_app(
                 handled = validate_review(review, current, validate)
             body = encode(review_response(review, handled.response))
         except Exception as err:  # the handlers catch the core's errors; this is the last resort
-            warning = f"kafka-expose: internal error, admitted unchanged (uid {review.uid})"
-            handled = Handled(
-                with_warnings(allowed(review.uid), warning), "error", type(err).__name__, error=err
-            )
+            handled = failed_open(review.uid, "admitted unchanged", err)
             body = encode(review_response(review, handled.response))
         duration = time.perf_counter() - started
         record(endpoint, review, handled, duration)

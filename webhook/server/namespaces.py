@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from webhook.admission.responses import warning_text
 from webhook.core import Decision
 from webhook.core import mutate as core_mutate
 from webhook.core.overrides import settings_for_namespace
@@ -350,9 +351,9 @@ class PolicyHook:
         if self.record is not None:
             for rule, outcome in verdict.outcomes.items():
                 self.record(rule, outcome)
-        warnings = list(verdict.warnings)
+        warnings = [warning_text(v.message, keep=v.tail) for v in verdict.warnings]
         if assessment.concerns_kafka:
-            warnings += [f"kafka-expose: {p}" for p in problems]
+            warnings += [warning_text(p) for p in problems]
         return verdict.allowed, verdict.message or "", warnings
 
 
@@ -375,7 +376,7 @@ class NamespaceMutate:
         effective, problems = effective_settings(self.cache, settings, namespace)
         decision = self.mutate(obj, effective, namespace)
         if problems and decision.outcome != "skipped":
-            extra = tuple(f"kafka-expose: {p}" for p in problems)
+            extra = tuple(warning_text(p) for p in problems)
             decision = dataclasses.replace(decision, warnings=(*decision.warnings, *extra))
         return decision
 

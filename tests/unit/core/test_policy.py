@@ -19,6 +19,7 @@ from tests.support.podfactory import (
     services,
     statefulsets,
 )
+from webhook.admission.responses import warning_text
 from webhook.core import mutate
 from webhook.core.names import CLOUD_OVERRIDE, DOMAIN_OVERRIDE
 from webhook.core.overrides import settings_for_namespace
@@ -28,13 +29,11 @@ from webhook.core.policy import (
     INTERNAL_LOAD_BALANCER,
     LOAD_BALANCER_CAP,
     SOURCE_RANGES,
+    Assessment,
     Violation,
     assess,
     cap_applies,
     cidr_within,
-    decide,
-    evaluate,
-    validate,
     verdict_of,
 )
 from webhook.core.settings import Settings, SettingsError, parse_settings
@@ -109,7 +108,19 @@ def rules(violations: list[Violation]) -> list[str]:
 
 
 def check(obj: dict[str, Any], settings: Settings, others: int | None = None) -> list[Violation]:
-    return evaluate(obj, settings, namespace="kafka", load_balancers_in_namespace=others)
+    return list(assess(obj, settings, namespace="kafka", load_balancers_in_namespace=others).violations)
+
+
+def decide(violations: list[Violation]) -> tuple[bool, str | None, list[str]]:
+    """verdict_of (what PolicyHook applies), with the warnings as the admission edge writes them."""
+    verdict = verdict_of(Assessment(tuple(violations), ()))
+    return verdict.allowed, verdict.message, [warning_text(v.message, keep=v.tail) for v in verdict.warnings]
+
+
+def validate(request: dict[str, Any], settings: Settings) -> tuple[bool, str, list[str]]:
+    """The server's hook without API access (no overrides, no cap)."""
+    allowed, message, warnings = PolicyHook(None)(request, settings)
+    return allowed, message, list(warnings)
 
 
 # ---------------------------------------------------------------------------- internalLoadBalancer
@@ -369,7 +380,7 @@ def test_warnings_fit_what_the_api_server_shows_and_keep_what_to_change() -> Non
     settings = make_settings("warn")
     [violation] = check(unknown_layout_pod(), settings)
     assert len(violation.message) > 256
-    warning = violation.warning()
+    warning = warning_text(violation.message, keep=violation.tail)
     assert len(warning) <= 256
     assert warning.startswith("kafka-expose: Pod kafka-0: Kafka broker cannot be exposed: unknown layout")
     assert warning.endswith(
@@ -377,7 +388,8 @@ def test_warnings_fit_what_the_api_server_shows_and_keep_what_to_change() -> Non
         "settings.match (policy rule exposureRequired)"
     )
     long = Violation(INTERNAL_LOAD_BALANCER, "x" * 300 + " (policy rule internalLoadBalancer)", "warn")
-    assert len(long.warning()) == 256 and long.warning().endswith("x... (policy rule internalLoadBalancer)")
+    cut = warning_text(long.message, keep=long.tail)
+    assert len(cut) == 256 and cut.endswith("x... (policy rule internalLoadBalancer)")
     assert decide([violation]) == (True, None, [warning])
 
 
