@@ -17,7 +17,10 @@ import orjson
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
-MAX_BODY_BYTES = 7 * 1024 * 1024  # what the API server itself accepts (controller-runtime's limit too)
+# The API server accepts request bodies up to 3 MiB and etcd objects up to 1.5 MiB, so a review
+# (object + oldObject) fits in 3 MiB. The cap bounds memory: each of workers x threads requests in
+# flight holds its body, its text and its decoded objects (README, "Memory": 8 x 3 MiB fits 256 Mi).
+MAX_BODY_BYTES = 3 * 1024 * 1024
 # Bounds the work one request can cause (a 7 MiB body of tiny values costs seconds and a GiB to
 # decode and walk); the biggest broker pod of the shared renders has about 700 values.
 MAX_JSON_VALUES = 100_000

@@ -1,6 +1,8 @@
 """The Flask layer of the webhook: HTTP in, `webhook.admission` in the middle, logs and metrics out.
 
-Routes: POST /mutate, POST /validate (AdmissionReview v1), GET /healthz, /readyz, /metrics.
+Routes: POST /mutate, POST /validate (AdmissionReview v1), GET /healthz, /readyz, /metrics. On the
+plain-HTTP probe port (`probe_port`) only PROBE_PATHS are answered: admissions need TLS (and, with
+`--client-ca`, the API server's client certificate).
 Whatever the input, the answer is a well-formed AdmissionReview or a 4xx with a one-line text body;
 an exception inside the core allows the object untouched with a warning (see admission.handlers.failed_open).
 """
@@ -44,6 +46,8 @@ from webhook.tls.served import CertificateStore
 Endpoint = Literal["mutate", "validate"]
 ReadyCheck = Callable[[], tuple[bool, str]]  # (ready, one line for /readyz)
 
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
 log = logging.getLogger("kafka_expose.server")
 admission_log = logging.getLogger(ADMISSION_LOGGER)
 
@@ -72,6 +76,7 @@ def create_app(
     mutate: MutateFn = core_mutate,
     noop: bool = False,
     ready_checks: Sequence[ReadyCheck] = (),
+    probe_port: int | None = None,
 ) -> Flask:
     """The webhook's WSGI app.
 
@@ -81,6 +86,7 @@ def create_app(
     mutate: the core's entry point (tests may inject a failing one).
     noop: answer /mutate with a plain allow without calling the core (benchmark floor).
     ready_checks: more conditions for /readyz (e.g. the CA injected into the webhook configurations).
+    probe_port: the plain-HTTP listener's port, where only PROBE_PATHS are answered (404 otherwise).
     """
     store = settings if isinstance(settings, SettingsStore) else SettingsStore(settings)
     wire_metrics(store, certificates)
@@ -88,6 +94,13 @@ def create_app(
 
     def text(body: str, status: int) -> Response:
         return Response(body.rstrip("\n") + "\n", status=status, content_type="text/plain; charset=utf-8")
+
+    @app.before_request
+    def probe_port_only_probes() -> Response | None:
+        on_probe_port = probe_port is not None and request.environ.get("SERVER_PORT") == str(probe_port)
+        if on_probe_port and request.path not in PROBE_PATHS:
+            return text("404 Not Found: the probe port answers only /healthz, /readyz and /metrics", 404)
+        return None
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> Response:
