@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from webhook.admission.patch import json_patch
-from webhook.admission.responses import WARNING_PREFIX, allowed, denied, patch_response, with_warnings
+from webhook.admission.responses import (
+    WARNING_PREFIX,
+    allowed,
+    denied,
+    errored,
+    patch_response,
+    with_warnings,
+)
 from webhook.admission.wire import AdmissionRequest, AdmissionResponse, Review
 from webhook.core import Decision
 from webhook.core import mutate as core_mutate
@@ -105,10 +112,27 @@ def _check_result(original: Mapping[str, Any], result: Any) -> None:
             raise ValueError(f"the core changed {key} from {original.get(key)!r} to {result.get(key)!r}")
 
 
+# The kinds /validate admits when its policy check fails: a broker Pod must never be kept from starting
+# by a webhook bug, and a Pod publishes nothing by itself (its names reach DNS only through Services,
+# which fail closed). Every other kind in scope of /validate (Services, StatefulSets) is denied.
+VALIDATE_FAILS_OPEN = frozenset({("", "Pod")})
+
+
+def failed_closed(uid: str, err: BaseException) -> Handled:
+    """The policy could not be checked: the object is refused (500, the API server shows the message;
+    a retry usually passes), and the error is kept for the log line and the `error` outcome."""
+    message = (
+        f"{WARNING_PREFIX}internal error, policy not checked: retry, or see the webhook's logs (uid {uid})"
+    )
+    return Handled(errored(uid, 500, message), "error", f"{type(err).__name__}: {err}", error=err)
+
+
 def validate_review(review: Review, settings: Settings, validate: ValidateHook = allow_all) -> Handled:
     """Ask the validating hook about CREATE and UPDATE of objects; allow everything else.
 
-    An exception in the hook is answered by `failed_open`, like /mutate."""
+    An exception in the hook refuses the object (`failed_closed`): a policy that could not be checked
+    must not let a public LoadBalancer or a foreign DNS name through. Pods (VALIDATE_FAILS_OPEN) are
+    the deliberate exception, answered by `failed_open`."""
     uid = review.uid
     skip = untouched_reason(review, kinds=None)
     if skip is not None:
@@ -116,7 +140,9 @@ def validate_review(review: Review, settings: Settings, validate: ValidateHook =
     try:
         ok, message, warnings = validate(review.request, settings)
     except Exception as err:
-        return failed_open(uid, "policy not checked", err)
+        if (review.group, review.kind) in VALIDATE_FAILS_OPEN:
+            return failed_open(uid, "policy not checked", err)
+        return failed_closed(uid, err)
     if not ok:
         return Handled(
             with_warnings(denied(uid, message or "denied by kafka-expose policy"), *warnings),

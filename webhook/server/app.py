@@ -215,6 +215,8 @@ def record(endpoint: Endpoint, review: Review, handled: Handled, duration: float
         metrics.ADMISSION_WARNINGS.labels(endpoint).inc(len(warnings))
     if review.dry_run:
         metrics.ADMISSION_DRY_RUN.labels(endpoint).inc()
+    if endpoint == "validate" and handled.error is not None:
+        metrics.POLICY_FAILURES.labels("hook_error").inc()
     fields: dict[str, Any] = {
         "endpoint": endpoint,
         "uid": review.uid[:128],
@@ -237,8 +239,9 @@ def record(endpoint: Endpoint, review: Review, handled: Handled, duration: float
     if warnings:
         fields["warnings"] = warnings
     if handled.error is not None:
+        verdict = "admitted unchanged" if handled.response["allowed"] else "refused"
         admission_log.error(
-            "admission failed, object admitted unchanged", exc_info=handled.error, extra={"fields": fields}
+            f"admission failed, object {verdict}", exc_info=handled.error, extra={"fields": fields}
         )
     else:
         admission_log.info("admission", extra={"fields": fields})

@@ -9,7 +9,11 @@
   policy and the core with the namespace's effective settings.
 
 Without API access (`NamespaceCache.connect` returns None) overrides are not applied and the cap is
-not checked; both are logged once.
+not checked; both are logged once. With API access, a LoadBalancer count that could not be read
+(LIST failed or timed out) does not skip the cap: the request is judged as over it (`cap_unknown`),
+denied when loadBalancerCap is enforced, warned when it warns, and counted by `on_failure("cap_lookup")`.
+The LIST's timeout (READ_TIMEOUT_SECONDS) is well under the webhook's timeoutSeconds (5), so the
+answer, a denial, still reaches the API server instead of its own timeout (and its failurePolicy).
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ from webhook.core import mutate as core_mutate
 from webhook.core.overrides import settings_for_namespace
 from webhook.core.policy import (
     LOAD_BALANCER_CAP,
+    Assessment,
     RuleOutcome,
+    Violation,
     assess_request,
     cap_applies,
     is_load_balancer,
+    mode_of,
     policy_off,
     verdict_of,
 )
@@ -43,11 +50,15 @@ from webhook.kube.client import Kube, load_api_client
 log = logging.getLogger("kafka_expose.namespaces")
 
 NAMESPACES = Kube.path("v1", "namespaces")
-READ_TIMEOUT_SECONDS = 5.0  # one API read made while an admission request waits
+# One API read made while an admission request waits: under the webhooks' timeoutSeconds (5) with
+# room for the rest of the request, so a slow API server yields our answer, not the API server's timeout.
+READ_TIMEOUT_SECONDS = 2.0
 
 
 # record(rule, outcome): count one policy decision (wired to a metrics counter by the server)
 PolicyRecorder = Callable[[str, RuleOutcome], None]
+# on_failure(what): count a policy check that could not be made ("cap_lookup")
+FailureRecorder = Callable[[str], None]
 
 
 # ---------------------------------------------------------------------------------- API access
@@ -319,9 +330,15 @@ def effective_settings(
 class PolicyHook:
     """The server's `validate` hook: `(AdmissionRequest, Settings) -> (allowed, message, warnings)`."""
 
-    def __init__(self, cache: NamespaceCache | None, record: PolicyRecorder | None = None) -> None:
+    def __init__(
+        self,
+        cache: NamespaceCache | None,
+        record: PolicyRecorder | None = None,
+        on_failure: FailureRecorder | None = None,
+    ) -> None:
         self.cache = cache
         self.record = record
+        self.on_failure = on_failure
 
     def __call__(self, request: Mapping[str, Any], settings: Settings) -> tuple[bool, str, Sequence[str]]:
         obj = request.get("object")
@@ -341,6 +358,10 @@ class PolicyHook:
                 with self.cache.cap_lock(namespace):
                     others = self.cache.count_load_balancers(namespace, exclude=name or None)
                     assessment = assess_request(request, effective, load_balancers_in_namespace=others)
+                    if others is None:
+                        assessment = cap_unknown(assessment, effective, namespace, name)
+                        if self.on_failure is not None:
+                            self.on_failure("cap_lookup")
                     verdict = verdict_of(assessment)
                     if verdict.allowed and others is not None and name and not request.get("dryRun"):
                         self.cache.reserve(namespace, name)
@@ -355,6 +376,24 @@ class PolicyHook:
         if assessment.concerns_kafka:
             warnings += [warning_text(p) for p in problems]
         return verdict.allowed, verdict.message or "", warnings
+
+
+def cap_unknown(assessment: Assessment, settings: Settings, namespace: str, name: str) -> Assessment:
+    """The assessment with the cap counted as exceeded: its count could not be read, and a cap that is
+    skipped whenever the API server is slow is no cap (issue 15, item 7)."""
+    violation = Violation(
+        LOAD_BALANCER_CAP,
+        f"Service {name or '(unnamed)'}: the LoadBalancer Services of namespace {namespace} could not be "
+        f"counted, so the cap of {settings.policy.max_load_balancers_per_namespace} could not be checked: "
+        "retry (policy rule loadBalancerCap)",
+        mode_of(settings, LOAD_BALANCER_CAP),
+    )
+    return Assessment(
+        (*assessment.violations, violation),
+        (*assessment.checked, LOAD_BALANCER_CAP),
+        tuple(rule for rule in assessment.unchecked if rule != LOAD_BALANCER_CAP),
+        assessment.concerns_kafka,
+    )
 
 
 class NamespaceMutate:
@@ -382,11 +421,15 @@ class NamespaceMutate:
 
 
 def policy_hooks(
-    kubeconfig: str | None = None, record: PolicyRecorder | None = None, *, start: bool = True
+    kubeconfig: str | None = None,
+    record: PolicyRecorder | None = None,
+    *,
+    start: bool = True,
+    on_failure: FailureRecorder | None = None,
 ) -> tuple[PolicyHook, NamespaceMutate, NamespaceCache | None]:
     """What `create_app` needs: `validate=hook, mutate=mutate`. Call it in each worker (after fork):
     the cache's watch thread and HTTP connections must belong to the serving process."""
     cache = NamespaceCache.connect(kubeconfig)
     if cache is not None and start:
         cache.start()
-    return PolicyHook(cache, record), NamespaceMutate(cache), cache
+    return PolicyHook(cache, record, on_failure), NamespaceMutate(cache), cache

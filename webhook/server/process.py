@@ -215,6 +215,7 @@ def _application_class() -> Any:
             validate, mutate, _cache = policy_hooks(
                 self.runtime.kubeconfig,
                 record=lambda rule, outcome: metrics.POLICY_DECISIONS.labels(rule, outcome).inc(),
+                on_failure=lambda what: metrics.POLICY_FAILURES.labels(what).inc(),
             )
             checks: list[ReadyCheck] = []
             if self.runtime.self_managed_dir:
