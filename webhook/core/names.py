@@ -41,6 +41,10 @@ POD_INDEX_LABEL: Final = "apps.kubernetes.io/pod-index"  # Kubernetes 1.28+
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE: Final = "kafka-expose"
 EXTERNAL_DNS: Final = "external-dns.alpha.kubernetes.io/hostname"
+EXTERNAL_DNS_INTERNAL: Final = "external-dns.alpha.kubernetes.io/internal-hostname"
+EXTERNAL_DNS_TARGET: Final = "external-dns.alpha.kubernetes.io/target"
+# every external-dns annotation that puts a name (or what a name points to) into DNS
+EXTERNAL_DNS_NAMES: Final = (EXTERNAL_DNS, EXTERNAL_DNS_INTERNAL, EXTERNAL_DNS_TARGET)
 FIELD_MANAGER: Final = "kafka-expose"
 
 # -- Kafka

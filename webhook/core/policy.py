@@ -1,13 +1,20 @@
 """The platform policy: rules over the final objects (after every mutation). Pure: dicts in, verdicts out.
 
-Rules (names as in the settings' `policy.rules`):
-* internalLoadBalancer: a LoadBalancer Service that selects Kafka brokers carries the configured
-  cloud's internal-LB annotations (and `loadBalancerClass` when one is configured); a NodePort
-  Service in front of brokers is always a violation (it opens a port on every node).
+Rules (names as in the settings' `policy.rules`). Every Service of an opted-in namespace that is
+reachable from outside or publishes a name is in scope, whatever it selects (a selector without
+"kafka", a selector-less Service with its own EndpointSlice, a pod-index selector all reach brokers):
+LoadBalancer and NodePort Services, Services with `spec.externalIPs`, Services with an external-dns
+annotation (`EXTERNAL_DNS_NAMES`).
+* internalLoadBalancer: a LoadBalancer Service carries the configured cloud's internal-LB
+  annotations (and `loadBalancerClass` when one is configured); a NodePort Service or one with
+  `spec.externalIPs` is always a violation (a port on every node, an address outside the cluster).
 * sourceRanges: such a LoadBalancer's `loadBalancerSourceRanges` lie within the allowed ranges
   (no ranges at all means "from anywhere", a violation when ranges are configured).
-* allowedDomains: a broker only advertises hosts under the allowed domains; a Service in front
-  of brokers only publishes (external-dns) names under them.
+* allowedDomains: a broker only advertises hosts under the allowed domains; a Service publishes
+  (every external-dns annotation: hostname, internal-hostname, target) only names of its own
+  namespace's name space: what the host templates give for that namespace and its (approved)
+  domain, e.g. `*.team-a.kafka.example.com`. `allowedDomains` alone is one global list: team-a
+  could publish `kafka-0.team-b.kafka.example.com`.
 * loadBalancerCap: a new LoadBalancer Service does not take the namespace over the cap.
 * exposureRequired: a broker that should have been exposed but could not be is a violation.
 
@@ -28,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from webhook.core.expose import mutate
-from webhook.core.names import ADVERTISED, EXTERNAL_DNS
+from webhook.core.names import ADVERTISED, EXTERNAL_DNS, EXTERNAL_DNS_NAMES
 from webhook.core.services import is_managed, selects_kafka
 from webhook.core.settings import Mode, Settings, host_allowed
 
@@ -172,23 +179,32 @@ def _assess_service(
     checked: list[str] = []
     unchecked: list[str] = []
     kafka = kind in ("LoadBalancer", "NodePort") and selects_kafka(obj, settings)
-    if kafka:
+    external_ips = _spec(obj).get("externalIPs")
+    if in_scope(obj):
         checked += [INTERNAL_LOAD_BALANCER, ALLOWED_DOMAINS]
         if kind == "NodePort":
             violations.append(
                 _violation(
                     settings,
                     INTERNAL_LOAD_BALANCER,
-                    f"Service {name}: a NodePort Service in front of Kafka brokers opens a port on every "
-                    "node: use type ClusterIP and let kafka-expose give each broker its own internal "
-                    "LoadBalancer",
+                    f"Service {name}: a NodePort Service opens a port on every node: use type ClusterIP "
+                    "and let kafka-expose give each broker its own internal LoadBalancer",
                 )
             )
-        else:
+        elif kind == "LoadBalancer":
             checked.append(SOURCE_RANGES)
             violations += _internal(obj, settings, name)
             violations += _source_ranges(obj, settings, name)
-        violations += _published_names(obj, settings, name)
+        if external_ips:
+            violations.append(
+                _violation(
+                    settings,
+                    INTERNAL_LOAD_BALANCER,
+                    f"Service {name}: spec.externalIPs receives traffic on addresses outside the cluster's "
+                    "control: remove spec.externalIPs",
+                )
+            )
+        violations += _published_names(obj, settings, name, namespace)
     cap = settings.policy.max_load_balancers_per_namespace
     if kind == "LoadBalancer" and cap is not None:
         if others is None:
@@ -206,6 +222,17 @@ def _assess_service(
                     )
                 )
     return Assessment(tuple(violations), tuple(checked), tuple(unchecked), kafka)
+
+
+def in_scope(service: Mapping[str, Any]) -> bool:
+    """Whether the policy judges this Service: reachable from outside, or publishing a DNS name."""
+    spec = _spec(service)
+    annotations = _string_map(_metadata(service).get("annotations"))
+    return (
+        spec.get("type") in ("LoadBalancer", "NodePort")
+        or bool(spec.get("externalIPs"))
+        or any(key in annotations for key in EXTERNAL_DNS_NAMES)
+    )
 
 
 def internal_load_balancer_changes(obj: Mapping[str, Any], settings: Settings) -> list[str]:
@@ -284,27 +311,81 @@ def cidr_within(cidr: str, allowed: Iterable[str]) -> bool:
     return False
 
 
-def _published_names(obj: Mapping[str, Any], settings: Settings, name: str) -> list[Violation]:
+def _published_names(
+    obj: Mapping[str, Any], settings: Settings, name: str, namespace: str | None
+) -> list[Violation]:
     allowed = settings.policy.allowed_domains
-    names = _string_map(_metadata(obj).get("annotations")).get(EXTERNAL_DNS, "")
-    outside = [
-        h for h in (n.strip().rstrip(".") for n in names.split(",")) if h and not host_allowed(h, allowed)
-    ]
-    if not outside:
-        return []
-    return [
-        _violation(
-            settings,
-            ALLOWED_DOMAINS,
-            f"Service {name}: publishes {', '.join(outside)}, not under the allowed domains "
-            f"{', '.join(allowed)}: "
-            + (
-                "use a domain (or host template) under one of them"
-                if is_managed(obj)
-                else f"change annotation {EXTERNAL_DNS} to names under them"
-            ),
+    annotations = _string_map(_metadata(obj).get("annotations"))
+    own = namespace_names(settings, namespace) if namespace else None
+    violations = []
+    for key in EXTERNAL_DNS_NAMES:
+        names = [n.strip().rstrip(".").lower() for n in annotations.get(key, "").split(",")]
+        names = [n for n in names if n]
+        foreign = [h for h in names if not host_allowed(h, allowed)]
+        publishes = "publishes" if key == EXTERNAL_DNS else f"annotation {key} publishes"
+        if foreign:
+            violations.append(
+                _violation(
+                    settings,
+                    ALLOWED_DOMAINS,
+                    f"Service {name}: {publishes} {', '.join(foreign)}, not under the "
+                    f"allowed domains {', '.join(allowed)}: "
+                    + (
+                        "use a domain (or host template) under one of them"
+                        if is_managed(obj) and key == EXTERNAL_DNS
+                        else f"change annotation {key} to names under them"
+                    ),
+                )
+            )
+        elif own is not None and (outside := [h for h in names if not own.fullmatch(h)]):
+            violations.append(
+                _violation(
+                    settings,
+                    ALLOWED_DOMAINS,
+                    f"Service {name}: {publishes} {', '.join(outside)}, outside the names "
+                    f"of namespace {namespace} ({namespace_names_shown(settings, namespace or '')}): "
+                    f"change annotation {key} to one of them",
+                )
+            )
+    return violations
+
+
+_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+_TEMPLATE_FIELD = re.compile(r"\{(pod|ordinal|statefulset|namespace|domain)\}")
+
+
+def _templates(settings: Settings) -> list[str]:
+    return [t for t in (settings.host_template, settings.bootstrap_host_template) if t]
+
+
+def namespace_names(settings: Settings, namespace: str) -> re.Pattern[str]:
+    """Every name the host templates can give a broker of `namespace` (with the namespace's effective
+    domain): {pod} and {statefulset} stand for one DNS label, {ordinal} for a number."""
+    fields = {
+        "pod": _LABEL,
+        "statefulset": _LABEL,
+        "ordinal": "[0-9]+",
+        "namespace": re.escape(namespace),
+        "domain": re.escape(settings.domain),
+    }
+    alternatives = []
+    for template in _templates(settings):
+        parts = _TEMPLATE_FIELD.split(template)
+        alternatives.append(
+            "".join(fields[part] if index % 2 else re.escape(part) for index, part in enumerate(parts))
         )
-    ]
+    return re.compile("|".join(f"(?:{a})" for a in alternatives))
+
+
+def namespace_names_shown(settings: Settings, namespace: str) -> str:
+    shown = {
+        "pod": "*",
+        "statefulset": "*",
+        "ordinal": "N",
+        "namespace": namespace,
+        "domain": settings.domain,
+    }
+    return " or ".join(_TEMPLATE_FIELD.sub(lambda m: shown[m[1]], t) for t in _templates(settings))
 
 
 # ------------------------------------------------------------------------------------------ brokers

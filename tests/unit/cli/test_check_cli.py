@@ -25,6 +25,9 @@ GKE_LINE = (
 def settings_file(tmp_path: Path, cloud: str = "gke", mode: str = "enforce", **policy: object) -> Path:
     document = {
         "domain": "kafka.example.com",
+        # the external-lb render's Services publish kafka-controller-N.kafka.example.com: with this
+        # template those are the namespace's own names (policy: a Service publishes only those)
+        "hostTemplate": "{pod}.{domain}",
         "loadBalancer": {"cloud": cloud},
         "policy": {"mode": mode, "allowedDomains": ["kafka.example.com"], **policy},
     }

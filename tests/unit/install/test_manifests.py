@@ -264,7 +264,8 @@ def test_webhook_common_settings(rendered: list[dict[str, Any]]) -> None:
         assert hook["admissionReviewVersions"] == ["v1"]
         assert hook["sideEffects"] == "None"
         assert hook["timeoutSeconds"] == 5
-        assert hook["failurePolicy"] == "Ignore", "deliberate: see manifests/README.md"
+        expected = "Fail" if hook["name"] == "services.validate.kafka-expose.io" else "Ignore"
+        assert hook["failurePolicy"] == expected, "deliberate: see manifests/README.md"
         if kind.startswith("Mutating"):
             assert hook["reinvocationPolicy"] == "IfNeeded"
         else:
@@ -305,15 +306,27 @@ def test_pod_webhooks_skip_non_kafka_pods_with_match_conditions(rendered: list[d
     assert len(hooks) == 2
 
 
-def test_service_webhooks_skip_our_own_services(rendered: list[dict[str, Any]]) -> None:
+CONTROLLER_USER = "system:serviceaccount:kafka-expose:kafka-expose-controller"
+
+
+def test_service_webhooks_skip_our_own_writes_by_identity_never_by_label(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """Issue 15, item 2: a label a tenant can set must not skip the policy; the requester can't be forged."""
     hooks = webhooks_for(rendered, {"services"})
     for hook in hooks:
-        assert "matchConditions" not in hook, "every Service goes through"
-        assert hook["objectSelector"] == {
-            "matchExpressions": [
-                {"key": "app.kubernetes.io/managed-by", "operator": "NotIn", "values": ["kafka-expose"]}
-            ]
-        }
+        assert "objectSelector" not in hook, "a tenant can set any label"
+        conditions = {c["name"]: " ".join(c["expression"].split()) for c in hook["matchConditions"]}
+        assert (
+            conditions["not-kafka-expose-controller"] == f"request.userInfo.username != '{CONTROLLER_USER}'"
+        )
+    validate = [h for h in hooks if h["name"] == "services.validate.kafka-expose.io"]
+    (hook,) = validate
+    scope = " ".join(
+        next(c for c in hook["matchConditions"] if c["name"] == "exposed-or-published")["expression"].split()
+    )
+    for needed in ("'LoadBalancer'", "'NodePort'", "externalIPs", "external-dns.alpha.kubernetes.io/"):
+        assert needed in scope
     assert len(hooks) == 2
 
 
