@@ -8,6 +8,7 @@ answer of `failed_open` (see there), the one place a failure is turned into an a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from webhook.admission.responses import (
 from webhook.admission.wire import AdmissionRequest, AdmissionResponse, Review
 from webhook.core import Decision
 from webhook.core import mutate as core_mutate
+from webhook.core.names import OWN_POD_ANNOTATIONS, OWN_POD_LABELS, WRITTEN_AT_CREATE
 from webhook.core.settings import Settings
 
 # request.kind (group, kind) that /mutate hands to the core
@@ -87,6 +89,8 @@ def mutate_review(review: Review, settings: Settings, mutate: MutateFn = core_mu
         # the core never edits its input (tested), so `original` stays the object exactly as received
         decision = mutate(original, settings, review.namespace)
         advertised = tuple(plan.advertised for plan in decision.plans)
+        if (review.group, review.kind) == ("", "Pod") and review.operation == "CREATE":
+            decision = _without_forged_keys(original, decision)
         if decision.outcome == "mutated":
             _check_result(original, decision.result)
             operations = json_patch(original, decision.result)
@@ -101,6 +105,43 @@ def mutate_review(review: Review, settings: Settings, mutate: MutateFn = core_mu
         )
     except Exception as err:
         return failed_open(uid, f"{review.kind.lower() or 'object'} admitted unchanged", err)
+
+
+def _without_forged_keys(original: Mapping[str, Any], decision: Decision) -> Decision:
+    """kafka-expose's own pod labels and annotations (names.OWN_POD_*) on a new pod come from the core
+    only: the ones the core did not write (all of them on a pod it does not expose; the load balancer
+    address, which the controller writes later, on every new pod) are removed. Else a tenant's pod could
+    claim an address, a Service or an exposure it never got (issue 15, item 1)."""
+    written = WRITTEN_AT_CREATE if decision.outcome == "mutated" else ()
+    base = decision.result if decision.outcome == "mutated" else original
+    metadata = base.get("metadata") if isinstance(base, Mapping) else None
+    if not isinstance(metadata, Mapping):
+        return decision
+    changed = False
+    cleaned_metadata = dict(metadata)
+    for field, keys in (("labels", OWN_POD_LABELS), ("annotations", OWN_POD_ANNOTATIONS)):
+        values = metadata.get(field)
+        if not isinstance(values, Mapping):
+            continue
+        forged = [key for key in keys if key in values and key not in written]
+        if forged:
+            cleaned_metadata[field] = {k: v for k, v in values.items() if k not in forged}
+            changed = True
+    if not changed:
+        return decision
+    reason = (
+        decision.reason if decision.outcome == "mutated" else f"{decision.reason}; kafka-expose keys removed"
+    )
+    warnings = decision.warnings
+    if decision.outcome != "mutated":
+        warnings = (*warnings, "kafka-expose.io/ labels and annotations are kafka-expose's own: removed")
+    return dataclasses.replace(
+        decision,
+        outcome="mutated",
+        result={**base, "metadata": cleaned_metadata},
+        reason=reason,
+        warnings=warnings,
+    )
 
 
 def _check_result(original: Mapping[str, Any], result: Any) -> None:

@@ -31,6 +31,22 @@ INTERNAL_LB_CLOUD: Final = PREFIX + "internal-load-balancer"  # on a chart Servi
 LOAD_BALANCER: Final = PREFIX + "load-balancer"  # on a broker pod: its Service's LB address
 CREATED_WITH: Final = PREFIX + "created-with"  # on a Service: immutable settings at creation
 
+# What kafka-expose alone writes on pods: the webhook removes any of these from a pod it does not
+# expose (and LOAD_BALANCER from every new pod: the controller sets it later), and the
+# kafka-expose-own-metadata ValidatingAdmissionPolicy (manifests/base/guardrails.yaml) refuses any
+# other requester's change of them.
+OWN_POD_LABELS: Final = (EXPOSED_LABEL,)
+OWN_POD_ANNOTATIONS: Final = (
+    FLAVOR,
+    SETTINGS_VERSION,
+    ADVERTISED,
+    SERVICE,
+    CONTAINER_PORT,
+    SECURITY_PROTOCOL,
+    LOAD_BALANCER,
+)
+WRITTEN_AT_CREATE: Final = (EXPOSED_LABEL, *OWN_POD_ANNOTATIONS[:-1])  # by the core, when it exposes
+
 # -- annotations a namespace may set to ask for an override (granted only within the policy)
 DOMAIN_OVERRIDE: Final = PREFIX + "domain"
 CLOUD_OVERRIDE: Final = PREFIX + "cloud"
