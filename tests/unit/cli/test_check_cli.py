@@ -122,6 +122,7 @@ def test_host_template_outside_the_allowed_domains(tmp_path: Path) -> None:
     config.write_text(
         "domain: kafka.example.com\nhostTemplate: '{pod}.brokers.other.org'\n"
         "policy: {mode: enforce, allowedDomains: [kafka.example.com]}\n"
+        "loadBalancer: {allowExternal: true}\n"  # cloud none under enforce must be said explicitly
     )
     result = check("--config", config, "-f", DEFAULT)
     assert result.returncode == 1

@@ -332,7 +332,9 @@ def test_published_dns_names_of_a_broker_service_must_be_allowed() -> None:
 
 
 def test_no_allowed_domains_allows_any_host() -> None:
-    settings = parse_settings({"hostTemplate": "{pod}.anything.io", "policy": {"mode": "enforce"}})
+    settings = parse_settings(
+        {"hostTemplate": "{pod}.anything.io", "loadBalancer": {"cloud": "gke"}, "policy": {"mode": "enforce"}}
+    )
     assert check(broker_pod(settings), settings) == []
 
 
@@ -443,7 +445,7 @@ def test_non_kafka_and_controller_only_pods_are_not_judged() -> None:
     ],
 )
 def test_per_rule_mode_wins_over_the_global_one(policy: dict[str, Any], expected: str) -> None:
-    settings = parse_settings({"policy": policy})
+    settings = parse_settings({"loadBalancer": {"cloud": "gke"}, "policy": policy})
     [violation] = check(unknown_layout_pod(), settings)
     assert violation.mode == expected
 
@@ -854,3 +856,20 @@ def test_namespace_mutate_applies_overrides_and_warns_on_refusals() -> None:
         NamespaceMutate(None)(pod_a, settings, "team-a").plans[0].host
         == "kafka-broker-0.team-a.kafka.example.com"
     )
+
+
+def test_settings_that_enforce_internal_load_balancers_but_make_public_ones_are_refused() -> None:
+    """Issue 15, item 2: cloud none, no class, no annotations under an enforced internalLoadBalancer
+    passed every Service (nothing to require); now the platform has to say so."""
+    enforce = {"mode": "warn", "rules": {"internalLoadBalancer": "enforce"}}
+    with pytest.raises(SettingsError) as refused:
+        parse_settings({"policy": enforce})
+    assert "loadBalancer.allowExternal: true" in str(refused.value.problems)
+    for load_balancer in (
+        {"cloud": "aws"},
+        {"loadBalancerClass": "example.com/internal"},
+        {"annotations": {"example.com/internal": "true"}},
+        {"allowExternal": True},
+    ):
+        parse_settings({"loadBalancer": load_balancer, "policy": enforce})
+    parse_settings({})  # nothing enforced: the defaults stay valid
