@@ -365,6 +365,10 @@ class PolicyHook:
                     verdict = verdict_of(assessment)
                     if verdict.allowed and others is not None and name and not request.get("dryRun"):
                         self.cache.reserve(namespace, name)
+        elif self.cache is not None and namespace and broker_cap_applies(request, effective):
+            assessment = assess_request(request, effective, load_balancers_in_namespace=None)
+            assessment = self._broker_slot(request, effective, namespace, assessment)
+            verdict = verdict_of(assessment)
         else:
             assessment = assess_request(request, effective, load_balancers_in_namespace=None)
             verdict = verdict_of(assessment)
@@ -376,6 +380,39 @@ class PolicyHook:
         if assessment.concerns_kafka:
             warnings += [warning_text(p) for p in problems]
         return verdict.allowed, verdict.message or "", warnings
+
+    def _broker_slot(
+        self, request: Mapping[str, Any], settings: Settings, namespace: str, assessment: Assessment
+    ) -> Assessment:
+        """The assessment with the cap checked for the new broker pod's future LoadBalancer."""
+        assert self.cache is not None
+        decision = core_mutate(request.get("object") or {}, settings, namespace)
+        plans = [p for p in decision.plans if p.service_name] if decision.outcome == "mutated" else []
+        if not plans:
+            return assessment
+        plan = plans[0]
+        others = self.cache.count_load_balancers(namespace, exclude=plan.service_name)
+        if others is None and self.on_failure is not None:
+            self.on_failure("cap_lookup")
+        violation = _broker_slot_violation(settings, namespace, plan.pod, plan.service_name, others)
+        return Assessment(
+            (*assessment.violations, *([violation] if violation else [])),
+            (*assessment.checked, LOAD_BALANCER_CAP),
+            assessment.unchecked,
+            assessment.concerns_kafka,
+        )
+
+
+def broker_cap_applies(request: Mapping[str, Any], settings: Settings) -> bool:
+    """A new Pod under a configured cap (its broker would get a LoadBalancer from the controller)."""
+    obj = request.get("object")
+    return (
+        settings.policy.max_load_balancers_per_namespace is not None
+        and mode_of(settings, LOAD_BALANCER_CAP) != "off"
+        and request.get("operation") == "CREATE"
+        and isinstance(obj, Mapping)
+        and obj.get("kind") == "Pod"
+    )
 
 
 def cap_unknown(assessment: Assessment, settings: Settings, namespace: str, name: str) -> Assessment:
@@ -394,6 +431,30 @@ def cap_unknown(assessment: Assessment, settings: Settings, namespace: str, name
         tuple(rule for rule in assessment.unchecked if rule != LOAD_BALANCER_CAP),
         assessment.concerns_kafka,
     )
+
+
+def _broker_slot_violation(
+    settings: Settings, namespace: str, pod: str, service: str, others: int | None
+) -> Violation | None:
+    """The cap judged for the LoadBalancer a new broker pod will get (issue 15, item 4): a broker that
+    advertises a name whose Service the cap will never allow is refused (enforce) or warned (warn).
+    A count that could not be read only warns: a lookup failure never keeps a broker from starting."""
+    cap = settings.policy.max_load_balancers_per_namespace
+    mode = mode_of(settings, LOAD_BALANCER_CAP)
+    if others is None:
+        text = (
+            f"Pod {pod}: the LoadBalancer Services of namespace {namespace} could not be counted, so "
+            f"whether Service {service} fits the cap of {cap} is unknown (policy rule loadBalancerCap)"
+        )
+        return Violation(LOAD_BALANCER_CAP, text, "warn")
+    if others + 1 <= (cap or 0):
+        return None
+    text = (
+        f"Pod {pod}: namespace {namespace} already has {others} LoadBalancer Service(s), the cap is {cap}: "
+        f"this broker's Service {service} would not be created and its advertised name would not resolve; "
+        "scale the StatefulSet down or raise policy.maxLoadBalancersPerNamespace (policy rule loadBalancerCap)"
+    )
+    return Violation(LOAD_BALANCER_CAP, text, mode)
 
 
 class NamespaceMutate:
