@@ -385,7 +385,9 @@ def namespace_names_shown(settings: Settings, namespace: str) -> str:
         "namespace": namespace,
         "domain": settings.domain,
     }
-    return " or ".join(_TEMPLATE_FIELD.sub(lambda m: shown[m[1]], t) for t in _templates(settings))
+    return " or ".join(
+        dict.fromkeys(_TEMPLATE_FIELD.sub(lambda m: shown[m[1]], t) for t in _templates(settings))
+    )
 
 
 # ------------------------------------------------------------------------------------------ brokers
