@@ -112,8 +112,9 @@ def _without_forged_keys(original: Mapping[str, Any], decision: Decision) -> Dec
     only: the ones the core did not write (all of them on a pod it does not expose; the load balancer
     address, which the controller writes later, on every new pod) are removed. Else a tenant's pod could
     claim an address, a Service or an exposure it never got (issue 15, item 1)."""
-    written = WRITTEN_AT_CREATE if decision.outcome == "mutated" else ()
-    base = decision.result if decision.outcome == "mutated" else original
+    exposed = decision.outcome in ("mutated", "unchanged")  # unchanged: exposed already (a reinvocation)
+    written = WRITTEN_AT_CREATE if exposed else ()
+    base = decision.result if exposed else original
     metadata = base.get("metadata") if isinstance(base, Mapping) else None
     if not isinstance(metadata, Mapping):
         return decision
@@ -129,11 +130,9 @@ def _without_forged_keys(original: Mapping[str, Any], decision: Decision) -> Dec
             changed = True
     if not changed:
         return decision
-    reason = (
-        decision.reason if decision.outcome == "mutated" else f"{decision.reason}; kafka-expose keys removed"
-    )
+    reason = decision.reason if exposed else f"{decision.reason}; kafka-expose keys removed"
     warnings = decision.warnings
-    if decision.outcome != "mutated":
+    if not exposed:
         warnings = (*warnings, "kafka-expose.io/ labels and annotations are kafka-expose's own: removed")
     return dataclasses.replace(
         decision,
