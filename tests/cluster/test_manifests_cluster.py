@@ -31,7 +31,9 @@ pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "kafka-expose"
-SA_USER = f"system:serviceaccount:{NAMESPACE}:kafka-expose"
+SERVER_USER = f"system:serviceaccount:{NAMESPACE}:kafka-expose"  # reads only
+CONTROLLER_USER = f"system:serviceaccount:{NAMESPACE}:kafka-expose-controller"
+LEASE = "kafka-expose-controller"  # webhook/cli/controller.py DEFAULT_LEASE_NAME
 CLUSTER_SCOPED = {
     "Namespace",
     "ClusterRole",
@@ -113,12 +115,25 @@ def installed(control_plane: ControlPlane, base: list[dict[str, Any]]) -> Iterat
         _close(admin)
 
 
+def _as(control_plane: ControlPlane, user: str) -> client.ApiClient:
+    kubeconfig = control_plane.kubeconfig_for(
+        user, ["system:serviceaccounts", f"system:serviceaccounts:{NAMESPACE}"]
+    )
+    return control_plane.api_client(kubeconfig)
+
+
 @pytest.fixture(scope="module")
 def as_sa(control_plane: ControlPlane, installed: client.ApiClient) -> Iterator[client.ApiClient]:
-    kubeconfig = control_plane.kubeconfig_for(
-        SA_USER, ["system:serviceaccounts", f"system:serviceaccounts:{NAMESPACE}"]
-    )
-    api = control_plane.api_client(kubeconfig)
+    """The controller's ServiceAccount (the one that writes)."""
+    api = _as(control_plane, CONTROLLER_USER)
+    yield api
+    _close(api)
+
+
+@pytest.fixture(scope="module")
+def as_server(control_plane: ControlPlane, installed: client.ApiClient) -> Iterator[client.ApiClient]:
+    """The network-facing server's ServiceAccount."""
+    api = _as(control_plane, SERVER_USER)
     yield api
     _close(api)
 
@@ -186,9 +201,34 @@ def _service(name: str, managed: bool) -> dict[str, Any]:
     }
 
 
-def test_service_account_can_do_what_the_server_and_controller_do(
-    as_sa: client.ApiClient, workspace: str
+def test_the_server_can_read_what_it_reads_and_write_nothing(
+    as_server: client.ApiClient, workspace: str
 ) -> None:
+    """Issue 15, item 6: the network-facing server holds no write permission at all."""
+    ns = workspace
+    ok(call(as_server, "GET", "/api/v1/namespaces"))
+    ok(call(as_server, "GET", f"/api/v1/namespaces/{ns}"))
+    ok(call(as_server, "GET", "/api/v1/namespaces", None, {"watch": "true", "timeoutSeconds": "1"}))
+    ok(call(as_server, "GET", f"/api/v1/namespaces/{ns}/services"))
+    forbidden = [
+        ("POST", f"/api/v1/namespaces/{ns}/services", _service("kafka-0-external", managed=True)),
+        ("PATCH", f"/api/v1/namespaces/{ns}/pods/kafka-0", {"metadata": {"annotations": {"a": "b"}}}),
+        ("GET", "/api/v1/pods", None),
+        ("GET", "/apis/apps/v1/statefulsets", None),
+        ("POST", f"/api/v1/namespaces/{ns}/events", {"metadata": {"name": "x"}}),
+        (
+            "POST",
+            f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases",
+            {"metadata": {"name": LEASE}},
+        ),
+    ]
+    for method, path, body in forbidden:
+        kind = "application/merge-patch+json" if method == "PATCH" else "application/json"
+        status, answer = call(as_server, method, path, body, content_type=kind)
+        assert status == 403, f"server: {method} {path} should be forbidden, got {status}: {answer}"
+
+
+def test_service_account_can_do_what_the_controller_does(as_sa: client.ApiClient, workspace: str) -> None:
     ns = workspace
     allowed = [
         ("GET", "/api/v1/namespaces", None, {}),
@@ -214,9 +254,6 @@ def test_service_account_can_do_what_the_server_and_controller_do(
             as_sa, "PATCH", f"{services}/kafka-0-external", patch, content_type="application/merge-patch+json"
         )
     )
-    current = ok(call(as_sa, "GET", f"{services}/kafka-0-external"))
-    current["metadata"]["annotations"]["kafka-expose.io/settings-version"] = "3"
-    ok(call(as_sa, "PUT", f"{services}/kafka-0-external", current))
     ok(call(as_sa, "DELETE", f"{services}/kafka-0-external"))
 
     # Pods: annotate with the load balancer address
@@ -235,6 +272,28 @@ def test_service_account_can_do_what_the_server_and_controller_do(
         "source": {"component": "kafka-expose"},
     }
     ok(call(as_sa, "POST", f"/api/v1/namespaces/{ns}/events", core_event))
+
+    # Leader election: its own Lease only
+    leases = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases"
+    lease = {"metadata": {"name": LEASE}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}}
+    created = ok(call(as_sa, "POST", leases, lease))
+    created["spec"]["holderIdentity"] = "b"
+    ok(call(as_sa, "PUT", f"{leases}/{LEASE}", created))
+    ok(call(as_sa, "GET", f"{leases}/{LEASE}"))
+
+
+def test_the_controller_has_no_unused_grant(
+    as_sa: client.ApiClient, installed: client.ApiClient, workspace: str
+) -> None:
+    """Issue 15, item 6: services update, events.k8s.io, StatefulSets get, another Lease: never called."""
+    ns = workspace
+    services = f"/api/v1/namespaces/{ns}/services"
+    ok(call(installed, "POST", services, _service("kafka-9-external", managed=True)))
+    current = ok(call(installed, "GET", f"{services}/kafka-9-external"))
+    leases = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases"
+    other = {"metadata": {"name": "someone-elses"}, "spec": {"holderIdentity": "x"}}
+    other = ok(call(installed, "POST", leases, other))
+    involved = {"kind": "Pod", "namespace": ns, "name": "kafka-0", "apiVersion": "v1"}
     new_event = {
         "apiVersion": "events.k8s.io/v1",
         "kind": "Event",
@@ -247,16 +306,15 @@ def test_service_account_can_do_what_the_server_and_controller_do(
         "regarding": involved,
         "type": "Normal",
     }
-    ok(call(as_sa, "POST", f"/apis/events.k8s.io/v1/namespaces/{ns}/events", new_event))
-
-    # Leader election in its own namespace
-    leases = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases"
-    lease_name = f"kafka-expose-controller-{uuid.uuid4().hex[:4]}"
-    lease = {"metadata": {"name": lease_name}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}}
-    created = ok(call(as_sa, "POST", leases, lease))
-    created["spec"]["holderIdentity"] = "b"
-    ok(call(as_sa, "PUT", f"{leases}/{lease_name}", created))
-    ok(call(as_sa, "GET", f"{leases}/{lease_name}"))
+    for method, path, body in (
+        ("PUT", f"{services}/kafka-9-external", current),
+        ("POST", f"/apis/events.k8s.io/v1/namespaces/{ns}/events", new_event),
+        ("GET", f"/apis/apps/v1/namespaces/{ns}/statefulsets/kafka", None),
+        ("GET", f"{leases}/someone-elses", None),
+        ("PUT", f"{leases}/someone-elses", other),
+    ):
+        status, answer = call(as_sa, method, path, body)
+        assert status == 403, f"controller: {method} {path} should be forbidden, got {status}: {answer}"
 
 
 def test_service_account_cannot_do_more(as_sa: client.ApiClient, workspace: str) -> None:
@@ -326,6 +384,96 @@ def test_guardrails_confine_service_writes_and_pod_patches(
     ok(call(installed, "PATCH", f"{services}/user-lb", patch, content_type="application/merge-patch+json"))
 
 
+def test_nobody_but_kafka_expose_changes_its_own_pod_metadata(
+    as_sa: client.ApiClient, installed: client.ApiClient, workspace: str
+) -> None:
+    """Issue 15, item 1: a forged kafka-expose.io/ pod annotation or label (by a tenant, or even the
+    admin) is refused on update; the controller's ServiceAccount writes the load balancer address."""
+    pods = f"/api/v1/namespaces/{workspace}/pods/kafka-0"
+    merge = "application/merge-patch+json"
+
+    def forged(patch: dict[str, Any]) -> tuple[int, Any]:
+        return call(installed, "PATCH", pods, {"metadata": patch}, content_type=merge)
+
+    attempts = iter(range(1, 250))  # a real change each time (a no-op patch is always allowed)
+    wait_for(
+        lambda: (
+            forged({"annotations": {"kafka-expose.io/load-balancer": f"203.0.113.{next(attempts)}"}})[0]
+            in (403, 422)
+        ),
+        timeout=60,
+        interval=0.5,
+        message="the kafka-expose-own-metadata policy",
+    )
+    for patch in (
+        {"annotations": {"kafka-expose.io/advertised": "EXTERNAL://kafka-0.team-b.kafka.example.com:9094"}},
+        {"annotations": {"kafka-expose.io/service": "someone-elses"}},
+        {"labels": {"kafka-expose.io/exposed": "true"}},
+    ):
+        status, body = forged(patch)
+        assert status in (403, 422) and "kafka-expose's own" in json.dumps(body), (patch, status, body)
+    ok(call(as_sa, "PATCH", pods, {"metadata": {"annotations": {"kafka-expose.io/load-balancer": "10.0.0.7"}}},
+            content_type=merge))  # fmt: skip
+    status, body = forged({"annotations": {"kafka-expose.io/load-balancer": None}})
+    assert status in (403, 422), body  # nor removed
+    ok(forged({"annotations": {"team": "a"}}))  # everything else stays the owner's
+
+
+def test_the_self_managed_server_may_change_only_the_ca_bundle(
+    control_plane: ControlPlane, as_server: client.ApiClient, installed: client.ApiClient
+) -> None:
+    """Issue 15, item 6: with the self-managed overlay's RBAC and policy, the server's ServiceAccount
+    patches caBundle into its webhook configurations, and nothing else."""
+    overlay = render("manifests/overlays/self-managed")
+    wanted = {
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
+    objects = [
+        o
+        for o in overlay
+        if (
+            o["kind"] in wanted
+            and ("self-managed" in o["metadata"]["name"] or "cabundle" in o["metadata"]["name"])
+        )
+        or o["kind"] == "ValidatingWebhookConfiguration"
+    ]
+    for obj in objects:
+        ok(apply(installed, obj, dry_run=False))
+    path = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/kafka-expose"
+    json_patch = "application/json-patch+json"
+    bundle = base64.b64encode(control_plane.ca_pem).decode()
+    try:
+        attempts = iter(range(6, 30))
+
+        def refused_failure_policy() -> bool:
+            # a real change each time: one that slipped through before the policy was in force must
+            # not make the next attempt a no-op (which the policy allows)
+            change = [{"op": "replace", "path": "/webhooks/1/timeoutSeconds", "value": next(attempts)}]
+            status, _ = call(as_server, "PATCH", path, change, content_type=json_patch)
+            return status in (403, 422)
+
+        wait_for(
+            refused_failure_policy, timeout=60, interval=0.5, message="the kafka-expose-cabundle-only policy"
+        )
+        for change in (
+            [{"op": "replace", "path": "/webhooks/1/failurePolicy", "value": "Ignore"}],
+            [{"op": "replace", "path": "/webhooks/0/timeoutSeconds", "value": 30}],
+            [{"op": "remove", "path": "/webhooks/1/matchConditions"}],
+            [{"op": "replace", "path": "/webhooks/0/clientConfig/service/name", "value": "elsewhere"}],
+            [{"op": "remove", "path": "/webhooks/1"}],
+        ):
+            status, body = call(as_server, "PATCH", path, change, content_type=json_patch)
+            assert status in (403, 422) and "only clientConfig.caBundle" in json.dumps(body), (change, body)
+        ok(call(as_server, "PATCH", path, [{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}],
+                content_type=json_patch))  # fmt: skip
+    finally:
+        for obj in reversed(objects):
+            delete(installed, f"{collection(obj)}/{obj['metadata']['name']}")
+
+
 # ---- what reaches the webhook ----------------------------------------------------------------------
 
 
@@ -357,7 +505,7 @@ def webhooks_to_stub(
 
 
 def test_only_kafka_pods_and_foreign_services_in_opted_in_namespaces_reach_the_webhook(
-    webhooks_to_stub: WebhookStub, installed: client.ApiClient
+    webhooks_to_stub: WebhookStub, installed: client.ApiClient, as_sa: client.ApiClient
 ) -> None:
     stub = webhooks_to_stub
     suffix = uuid.uuid4().hex[:6]
@@ -402,7 +550,11 @@ def test_only_kafka_pods_and_foreign_services_in_opted_in_namespaces_reach_the_w
         create(other, pod("kafka-elsewhere", "apache/kafka:4.1.0"))
         create("kube-system", pod("kafka-in-kube-system", "apache/kafka:4.1.0"))
         create(opted_in, _service("user-service", managed=False))
-        create(opted_in, _service("our-service", managed=True))
+        create(opted_in, _service("our-labels", managed=True))  # a label skips nothing (issue 15, item 2)
+        ok(call(as_sa, "POST", f"/api/v1/namespaces/{opted_in}/services", _service("our-service", managed=True),
+                {"dryRun": "All"}))  # fmt: skip
+        create(opted_in, pod("forged", "nginx:1.27") | {"metadata": {"name": "forged", "annotations": {
+            "kafka-expose.io/load-balancer": "203.0.113.9"}}})  # fmt: skip
         create(other, _service("service-elsewhere", managed=False))
         # a last positive call, so that everything before it has been decided
         create(opted_in, pod("last", "apache/kafka:4.1.0"))
@@ -417,7 +569,9 @@ def test_only_kafka_pods_and_foreign_services_in_opted_in_namespaces_reach_the_w
             "/mutate",
             "/validate",
         ]
-        assert not stub.seen(name="our-service")
+        assert not stub.seen(name="our-service"), "the controller's own writes are skipped by identity"
+        for name in ("our-labels", "forged"):
+            assert "/mutate" in [r["path"] for r in stub.seen(name=name)], name
         assert not stub.seen(name="service-elsewhere")
         assert all(r["dryRun"] for r in stub.requests)
     finally:

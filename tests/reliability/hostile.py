@@ -48,8 +48,8 @@ import jsonpatch
 import yaml
 
 from tests.support import podfactory
-from webhook.admission import review as admission
-from webhook.admission.review import MAX_BODY_BYTES, MAX_JSON_DEPTH
+from webhook.admission import wire as admission
+from webhook.admission.wire import MAX_BODY_BYTES, MAX_JSON_DEPTH
 
 JSON = Any
 Path_ = tuple[str | int, ...]
@@ -675,7 +675,7 @@ def set_(doc: JSON, path: Path_, value: JSON) -> None:
 
 def envelope_ok(doc: JSON) -> bool:
     """Whether the server must answer this decoded document with an AdmissionReview (the documented
-    rules of webhook.admission.review_from_document: what the API server always sends)."""
+    rules of webhook.admission.wire.review_from_document: what the API server always sends)."""
     if not isinstance(doc, dict) or doc.get("kind") != "AdmissionReview":
         return False
     if doc.get("apiVersion") != "admission.k8s.io/v1" or not isinstance(doc.get("request"), dict):

@@ -351,8 +351,12 @@ ELSEWHERE = {
     ],
     "tests/unit/install/test_dockerfile.py": ["test_runs_as_a_numeric_non_root_user_that_exists"],
     "tests/cluster/test_manifests_cluster.py": [
-        "test_service_account_can_do_what_the_server_and_controller_do",
+        "test_the_server_can_read_what_it_reads_and_write_nothing",
+        "test_service_account_can_do_what_the_controller_does",
+        "test_the_controller_has_no_unused_grant",
         "test_service_account_cannot_do_more",
+        "test_nobody_but_kafka_expose_changes_its_own_pod_metadata",
+        "test_the_self_managed_server_may_change_only_the_ca_bundle",
         "test_pod_template_passes_the_restricted_pod_security_standard",
     ],
     "tests/unit/core/test_policy.py": [

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support import podfactory
 from tests.support.harness import WebhookServer
-from webhook.admission.review import MAX_BODY_BYTES
+from webhook.admission.wire import MAX_BODY_BYTES
 
 pytestmark = pytest.mark.unit
 

@@ -177,7 +177,8 @@ def test_warned_broker_is_allowed_unchanged_with_warnings(server: WebhookServer)
 
 def test_validate_answers_what_the_policy_says(server: WebhookServer) -> None:
     """/validate runs the policy hook (no API access here: no namespace overrides, no LB cap)."""
-    from webhook.admission.review import parse_review, validate_review
+    from webhook.admission.handlers import validate_review
+    from webhook.admission.wire import parse_review
     from webhook.server.namespaces import PolicyHook
 
     hook = PolicyHook(None)

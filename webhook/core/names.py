@@ -34,6 +34,22 @@ CREATED_WITH: Final = PREFIX + "created-with"  # on a Service: immutable setting
 CERTIFICATE: Final = PREFIX + "certificate"  # on a broker pod: the cert-manager Certificate it serves
 TLS_SECRET: Final = PREFIX + "tls-secret"  # ... and the Secret cert-manager writes it to
 
+# What kafka-expose alone writes on pods: the webhook removes any of these from a pod it does not
+# expose (and LOAD_BALANCER from every new pod: the controller sets it later), and the
+# kafka-expose-own-metadata ValidatingAdmissionPolicy (manifests/base/guardrails.yaml) refuses any
+# other requester's change of them.
+OWN_POD_LABELS: Final = (EXPOSED_LABEL,)
+OWN_POD_ANNOTATIONS: Final = (
+    FLAVOR,
+    SETTINGS_VERSION,
+    ADVERTISED,
+    SERVICE,
+    CONTAINER_PORT,
+    SECURITY_PROTOCOL,
+    LOAD_BALANCER,
+)
+WRITTEN_AT_CREATE: Final = (EXPOSED_LABEL, *OWN_POD_ANNOTATIONS[:-1])  # by the core, when it exposes
+
 # -- annotations a namespace may set to ask for an override (granted only within the policy)
 DOMAIN_OVERRIDE: Final = PREFIX + "domain"
 CLOUD_OVERRIDE: Final = PREFIX + "cloud"
@@ -45,6 +61,10 @@ POD_INDEX_LABEL: Final = "apps.kubernetes.io/pod-index"  # Kubernetes 1.28+
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE: Final = "kafka-expose"
 EXTERNAL_DNS: Final = "external-dns.alpha.kubernetes.io/hostname"
+EXTERNAL_DNS_INTERNAL: Final = "external-dns.alpha.kubernetes.io/internal-hostname"
+EXTERNAL_DNS_TARGET: Final = "external-dns.alpha.kubernetes.io/target"
+# every external-dns annotation that puts a name (or what a name points to) into DNS
+EXTERNAL_DNS_NAMES: Final = (EXTERNAL_DNS, EXTERNAL_DNS_INTERNAL, EXTERNAL_DNS_TARGET)
 FIELD_MANAGER: Final = "kafka-expose"
 CERT_MANAGER_GROUP: Final = "cert-manager.io"
 CERT_MANAGER_VERSION: Final = "cert-manager.io/v1"

@@ -1,37 +1,44 @@
 """The platform policy: rules over the final objects (after every mutation). Pure: dicts in, verdicts out.
 
-Rules (names as in the settings' `policy.rules`):
-* internalLoadBalancer: a LoadBalancer Service that selects Kafka brokers carries the configured
-  cloud's internal-LB annotations (and `loadBalancerClass` when one is configured); a NodePort
-  Service in front of brokers is always a violation (it opens a port on every node).
+Rules (names as in the settings' `policy.rules`). Every Service of an opted-in namespace that is
+reachable from outside or publishes a name is in scope, whatever it selects (a selector without
+"kafka", a selector-less Service with its own EndpointSlice, a pod-index selector all reach brokers):
+LoadBalancer and NodePort Services, Services with `spec.externalIPs`, Services with an external-dns
+annotation (`EXTERNAL_DNS_NAMES`).
+* internalLoadBalancer: a LoadBalancer Service carries the configured cloud's internal-LB
+  annotations (and `loadBalancerClass` when one is configured); a NodePort Service or one with
+  `spec.externalIPs` is always a violation (a port on every node, an address outside the cluster).
 * sourceRanges: such a LoadBalancer's `loadBalancerSourceRanges` lie within the allowed ranges
   (no ranges at all means "from anywhere", a violation when ranges are configured).
-* allowedDomains: a broker only advertises hosts under the allowed domains; a Service in front
-  of brokers only publishes (external-dns) names under them.
+* allowedDomains: a broker only advertises hosts under the allowed domains; a Service publishes
+  (every external-dns annotation: hostname, internal-hostname, target) only names of its own
+  namespace's name space: what the host templates give for that namespace and its (approved)
+  domain, e.g. `*.team-a.kafka.example.com`. `allowedDomains` alone is one global list: team-a
+  could publish `kafka-0.team-b.kafka.example.com`.
 * loadBalancerCap: a new LoadBalancer Service does not take the namespace over the cap.
 * exposureRequired: a broker that should have been exposed but could not be is a violation.
 * encryptedExternalListener: a broker whose external listener would carry clear text (PLAINTEXT or
   SASL_PLAINTEXT: no `tls.mode: cert-manager`, and a chart whose client listener is not SSL). Off
   unless set in `policy.rules`: turning TLS on is a platform decision, not a default to warn about.
 
-`evaluate` lists the violations; `decide` applies the modes (off: ignored, warn: a warning,
-enforce: denied). The settings given must already be the namespace's effective settings
-(`webhook.namespaces.settings_for_namespace`). The webhook's hook with the `ValidateHook`
-signature and the API-backed parts (namespace annotations, the live LoadBalancer count) are in
-`webhook.namespaces`; `validate` here is the same check without them.
+`assess` lists the violations of an object (`assess_request` of an AdmissionRequest's object);
+`verdict_of` applies the modes (off: ignored, warn: a warning, enforce: denied). The settings given
+must already be the namespace's effective settings (`webhook.core.overrides.settings_for_namespace`).
+The webhook's hook with the `ValidateHook` signature and the API-backed parts (namespace annotations,
+the live LoadBalancer count) are `webhook.server.namespaces.PolicyHook`; the warnings' form (prefix,
+length) is the admission edge's (`webhook.admission.responses.warning_text`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from webhook.core.expose import mutate
-from webhook.core.names import ADVERTISED, EXTERNAL_DNS
+from webhook.core.names import ADVERTISED, EXTERNAL_DNS, EXTERNAL_DNS_NAMES
 from webhook.core.services import is_managed, selects_kafka
 from webhook.core.settings import Mode, Settings, host_allowed
 
@@ -60,8 +67,6 @@ _RULE_FIELDS = {
 SOURCE_RANGES_ANNOTATION = "service.beta.kubernetes.io/load-balancer-source-ranges"
 _ADVERTISED_RE = re.compile(r"^[A-Za-z0-9_]+://(?P<host>[^:/\[\]]+):[0-9]+$")
 
-WARNING_PREFIX = "kafka-expose: "
-WARNING_LIMIT = 256  # what webhook.admission lets through (longer warnings are cut there)
 RuleOutcome = Literal["passed", "warned", "denied", "ignored", "unchecked"]
 _OUTCOME_OF_MODE: dict[str, RuleOutcome] = {"enforce": "denied", "warn": "warned", "off": "ignored"}
 
@@ -71,15 +76,12 @@ class Violation:
     rule: str  # one of RULES
     message: str  # says what is wrong and what to change; ends with "(policy rule <rule>)"
     mode: Mode
-    short: str | None = field(default=None, compare=False)  # the message cut to fit a warning
+    keep: str = field(default="", compare=False)  # the end of `message` a shortened warning keeps
 
-    def warning(self) -> str:
-        """The AdmissionReview warning: the API server keeps warnings short, so keep what to change."""
-        text = f"{WARNING_PREFIX}{self.short or self.message}"
-        if len(text) <= WARNING_LIMIT:
-            return text
-        suffix = f" (policy rule {self.rule})"
-        return text[: WARNING_LIMIT - len(suffix) - 3].rstrip() + "..." + suffix
+    @property
+    def tail(self) -> str:
+        """What a warning cut to the API server's length must keep: what to change, and the rule."""
+        return self.keep or f" (policy rule {self.rule})"
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ class Assessment:
 class Verdict:
     allowed: bool
     message: str | None
-    warnings: list[str]
+    warnings: list[Violation]  # the rules in warn mode (the edge turns them into warning lines)
     outcomes: dict[str, RuleOutcome] = field(default_factory=dict)
 
 
@@ -108,24 +110,6 @@ def policy_off(settings: Settings) -> bool:
     return all(mode_of(settings, rule) == "off" for rule in RULES)
 
 
-def evaluate(
-    obj: Mapping[str, Any],
-    settings: Settings,
-    *,
-    namespace: str | None,
-    load_balancers_in_namespace: int | None,
-) -> list[Violation]:
-    """The violations of `obj` (a Pod, StatefulSet or Service as it will be stored).
-
-    load_balancers_in_namespace: how many OTHER LoadBalancer Services the namespace has (None: the
-    cap is not checked, e.g. no API access, or an UPDATE of a Service that already was one)."""
-    return list(
-        assess(
-            obj, settings, namespace=namespace, load_balancers_in_namespace=load_balancers_in_namespace
-        ).violations
-    )
-
-
 def assess(
     obj: Mapping[str, Any],
     settings: Settings,
@@ -133,6 +117,10 @@ def assess(
     namespace: str | None,
     load_balancers_in_namespace: int | None,
 ) -> Assessment:
+    """The violations of `obj` (a Pod, StatefulSet or Service as it will be stored).
+
+    load_balancers_in_namespace: how many OTHER LoadBalancer Services the namespace has (None: the
+    cap is not checked, e.g. no API access, or an UPDATE of a Service that already was one)."""
     kind = obj.get("kind") if isinstance(obj, Mapping) else None
     if kind == "Service":
         return _assess_service(obj, settings, namespace, load_balancers_in_namespace)
@@ -141,15 +129,10 @@ def assess(
     return Assessment((), ())
 
 
-def decide(violations: Iterable[Violation]) -> tuple[bool, str | None, list[str]]:
-    """(allowed, denial message, warnings): enforce denies, warn warns, off ignores."""
-    verdict = verdict_of(Assessment(tuple(violations), ()))
-    return verdict.allowed, verdict.message, verdict.warnings
-
-
 def verdict_of(assessment: Assessment) -> Verdict:
+    """Enforce denies, warn warns, off ignores; and each checked rule's outcome, for metrics."""
     denials = [v.message for v in assessment.violations if v.mode == "enforce"]
-    warnings = [v.warning() for v in assessment.violations if v.mode == "warn"]
+    warnings = [v for v in assessment.violations if v.mode == "warn"]
     outcomes: dict[str, RuleOutcome] = {rule: "passed" for rule in assessment.checked}
     outcomes.update({rule: "unchecked" for rule in assessment.unchecked})
     rank = {"passed": 0, "unchecked": 0, "ignored": 1, "warned": 2, "denied": 3}
@@ -158,13 +141,7 @@ def verdict_of(assessment: Assessment) -> Verdict:
         if rank[outcome] > rank[outcomes.get(violation.rule, "passed")]:
             outcomes[violation.rule] = outcome
     message = "; ".join(_unique(denials)) if denials else None
-    return Verdict(not denials, message, _unique(warnings), outcomes)
-
-
-def validate(request: Mapping[str, Any], settings: Settings) -> tuple[bool, str, Sequence[str]]:
-    """The `ValidateHook` without API access: no namespace overrides, no cap (see webhook.namespaces)."""
-    verdict = verdict_of(assess_request(request, settings, load_balancers_in_namespace=None))
-    return verdict.allowed, verdict.message or "", verdict.warnings
+    return Verdict(not denials, message, list(dict.fromkeys(warnings)), outcomes)
 
 
 def assess_request(
@@ -214,23 +191,32 @@ def _assess_service(
     checked: list[str] = []
     unchecked: list[str] = []
     kafka = kind in ("LoadBalancer", "NodePort") and selects_kafka(obj, settings)
-    if kafka:
+    external_ips = _spec(obj).get("externalIPs")
+    if in_scope(obj):
         checked += [INTERNAL_LOAD_BALANCER, ALLOWED_DOMAINS]
         if kind == "NodePort":
             violations.append(
                 _violation(
                     settings,
                     INTERNAL_LOAD_BALANCER,
-                    f"Service {name}: a NodePort Service in front of Kafka brokers opens a port on every "
-                    "node: use type ClusterIP and let kafka-expose give each broker its own internal "
-                    "LoadBalancer",
+                    f"Service {name}: a NodePort Service opens a port on every node: use type ClusterIP "
+                    "and let kafka-expose give each broker its own internal LoadBalancer",
                 )
             )
-        else:
+        elif kind == "LoadBalancer":
             checked.append(SOURCE_RANGES)
             violations += _internal(obj, settings, name)
             violations += _source_ranges(obj, settings, name)
-        violations += _published_names(obj, settings, name)
+        if external_ips:
+            violations.append(
+                _violation(
+                    settings,
+                    INTERNAL_LOAD_BALANCER,
+                    f"Service {name}: spec.externalIPs receives traffic on addresses outside the cluster's "
+                    "control: remove spec.externalIPs",
+                )
+            )
+        violations += _published_names(obj, settings, name, namespace)
     cap = settings.policy.max_load_balancers_per_namespace
     if kind == "LoadBalancer" and cap is not None:
         if others is None:
@@ -248,6 +234,17 @@ def _assess_service(
                     )
                 )
     return Assessment(tuple(violations), tuple(checked), tuple(unchecked), kafka)
+
+
+def in_scope(service: Mapping[str, Any]) -> bool:
+    """Whether the policy judges this Service: reachable from outside, or publishing a DNS name."""
+    spec = _spec(service)
+    annotations = _string_map(_metadata(service).get("annotations"))
+    return (
+        spec.get("type") in ("LoadBalancer", "NodePort")
+        or bool(spec.get("externalIPs"))
+        or any(key in annotations for key in EXTERNAL_DNS_NAMES)
+    )
 
 
 def internal_load_balancer_changes(obj: Mapping[str, Any], settings: Settings) -> list[str]:
@@ -326,27 +323,83 @@ def cidr_within(cidr: str, allowed: Iterable[str]) -> bool:
     return False
 
 
-def _published_names(obj: Mapping[str, Any], settings: Settings, name: str) -> list[Violation]:
+def _published_names(
+    obj: Mapping[str, Any], settings: Settings, name: str, namespace: str | None
+) -> list[Violation]:
     allowed = settings.policy.allowed_domains
-    names = _string_map(_metadata(obj).get("annotations")).get(EXTERNAL_DNS, "")
-    outside = [
-        h for h in (n.strip().rstrip(".") for n in names.split(",")) if h and not host_allowed(h, allowed)
-    ]
-    if not outside:
-        return []
-    return [
-        _violation(
-            settings,
-            ALLOWED_DOMAINS,
-            f"Service {name}: publishes {', '.join(outside)}, not under the allowed domains "
-            f"{', '.join(allowed)}: "
-            + (
-                "use a domain (or host template) under one of them"
-                if is_managed(obj)
-                else f"change annotation {EXTERNAL_DNS} to names under them"
-            ),
+    annotations = _string_map(_metadata(obj).get("annotations"))
+    own = namespace_names(settings, namespace) if namespace else None
+    violations = []
+    for key in EXTERNAL_DNS_NAMES:
+        names = [n.strip().rstrip(".").lower() for n in annotations.get(key, "").split(",")]
+        names = [n for n in names if n]
+        foreign = [h for h in names if not host_allowed(h, allowed)]
+        publishes = "publishes" if key == EXTERNAL_DNS else f"annotation {key} publishes"
+        if foreign:
+            violations.append(
+                _violation(
+                    settings,
+                    ALLOWED_DOMAINS,
+                    f"Service {name}: {publishes} {', '.join(foreign)}, not under the "
+                    f"allowed domains {', '.join(allowed)}: "
+                    + (
+                        "use a domain (or host template) under one of them"
+                        if is_managed(obj) and key == EXTERNAL_DNS
+                        else f"change annotation {key} to names under them"
+                    ),
+                )
+            )
+        elif own is not None and (outside := [h for h in names if not own.fullmatch(h)]):
+            violations.append(
+                _violation(
+                    settings,
+                    ALLOWED_DOMAINS,
+                    f"Service {name}: {publishes} {', '.join(outside)}, outside the names "
+                    f"of namespace {namespace} ({namespace_names_shown(settings, namespace or '')}): "
+                    f"change annotation {key} to one of them",
+                )
+            )
+    return violations
+
+
+_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+_TEMPLATE_FIELD = re.compile(r"\{(pod|ordinal|statefulset|namespace|domain)\}")
+
+
+def _templates(settings: Settings) -> list[str]:
+    return [t for t in (settings.host_template, settings.bootstrap_host_template) if t]
+
+
+def namespace_names(settings: Settings, namespace: str) -> re.Pattern[str]:
+    """Every name the host templates can give a broker of `namespace` (with the namespace's effective
+    domain): {pod} and {statefulset} stand for one DNS label, {ordinal} for a number."""
+    fields = {
+        "pod": _LABEL,
+        "statefulset": _LABEL,
+        "ordinal": "[0-9]+",
+        "namespace": re.escape(namespace),
+        "domain": re.escape(settings.domain),
+    }
+    alternatives = []
+    for template in _templates(settings):
+        parts = _TEMPLATE_FIELD.split(template)
+        alternatives.append(
+            "".join(fields[part] if index % 2 else re.escape(part) for index, part in enumerate(parts))
         )
-    ]
+    return re.compile("|".join(f"(?:{a})" for a in alternatives))
+
+
+def namespace_names_shown(settings: Settings, namespace: str) -> str:
+    shown = {
+        "pod": "*",
+        "statefulset": "*",
+        "ordinal": "N",
+        "namespace": namespace,
+        "domain": settings.domain,
+    }
+    return " or ".join(
+        dict.fromkeys(_TEMPLATE_FIELD.sub(lambda m: shown[m[1]], t) for t in _templates(settings))
+    )
 
 
 # ------------------------------------------------------------------------------------------ brokers
@@ -360,23 +413,13 @@ def _assess_broker(obj: Mapping[str, Any], settings: Settings, namespace: str | 
         return Assessment((), ())
     if decision.outcome == "warned":
         fix = "run `kafka-expose explain` on its manifests, then change the broker configuration or settings.match"
-        violation = _violation(
-            settings,
+        tail = f"; {fix} (policy rule {EXPOSURE_REQUIRED})"
+        violation = Violation(
             EXPOSURE_REQUIRED,
-            f"{kind} {name}: Kafka broker cannot be exposed: {decision.reason}; {fix}",
+            f"{kind} {name}: Kafka broker cannot be exposed: {decision.reason}{tail}",
+            mode_of(settings, EXPOSURE_REQUIRED),
+            keep=tail,
         )
-        head = f"{kind} {name}: Kafka broker cannot be exposed: "
-        room = (
-            WARNING_LIMIT
-            - len(WARNING_PREFIX)
-            - len(head)
-            - len(f"; {fix} (policy rule {EXPOSURE_REQUIRED})")
-        )
-        if len(decision.reason) > room:
-            reason = decision.reason[: max(room - 3, 0)].rstrip() + "..."
-            violation = dataclasses.replace(
-                violation, short=f"{head}{reason}; {fix} (policy rule {EXPOSURE_REQUIRED})"
-            )
         return Assessment((violation,), (EXPOSURE_REQUIRED,), (), True)
     hosts = [plan.host for plan in decision.plans]
     if kind == "Pod":

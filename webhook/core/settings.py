@@ -151,6 +151,13 @@ class LoadBalancerSettings(_Model):
     source_ranges: tuple[Cidr, ...] = ()
     external_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
     service_name_template: Template = "{pod}-external"
+    # Load balancers with no internal annotation and no class are public on most clouds: with
+    # policy.rules.internalLoadBalancer enforced, that must be said explicitly (see Settings).
+    allow_external: StrictBool = False
+
+    def would_be_internal(self) -> bool:
+        """Whether the Services kafka-expose makes carry anything that makes their LB internal."""
+        return bool(self.internal_annotations() or self.load_balancer_class)
 
     def internal_annotations(self) -> dict[str, str]:
         """The cloud preset's internal-LB annotations, then the extra ones (which win)."""
@@ -304,6 +311,14 @@ class Settings(_Model):
             raise ValueError(
                 f"listener.securityProtocol {self.listener.security_protocol} is clear text but tls.mode is "
                 "cert-manager: leave it unset (or SSL / SASL_SSL)"
+            )
+        lb = self.load_balancer
+        enforced = self.policy.mode_of("internal_load_balancer") == "enforce"
+        if enforced and not lb.would_be_internal() and not lb.allow_external:
+            raise ValueError(
+                "loadBalancer: policy.rules.internalLoadBalancer is enforced but the load balancers would "
+                "not be internal (cloud none, no loadBalancerClass, no annotations): set loadBalancer.cloud, "
+                "loadBalancerClass or annotations, or say loadBalancer.allowExternal: true"
             )
         return self
 

@@ -1,8 +1,10 @@
 """The Flask layer of the webhook: HTTP in, `webhook.admission` in the middle, logs and metrics out.
 
-Routes: POST /mutate, POST /validate (AdmissionReview v1), GET /healthz, /readyz, /metrics.
+Routes: POST /mutate, POST /validate (AdmissionReview v1), GET /healthz, /readyz, /metrics. On the
+plain-HTTP probe port (`probe_port`) only PROBE_PATHS are answered: admissions need TLS (and, with
+`--client-ca`, the API server's client certificate).
 Whatever the input, the answer is a well-formed AdmissionReview or a 4xx with a one-line text body;
-an exception inside the core allows the object untouched with a warning (see admission.mutate_review).
+an exception inside the core allows the object untouched with a warning (see admission.handlers.failed_open).
 """
 
 from __future__ import annotations
@@ -15,23 +17,24 @@ from typing import Any, Literal
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from webhook.admission.review import (
-    MAX_BODY_BYTES,
-    BadReview,
+from webhook.admission.handlers import (
     Handled,
     MutateFn,
-    Review,
     ValidateHook,
     allow_all,
-    allowed,
+    failed_open,
+    mutate_review,
+    validate_review,
+)
+from webhook.admission.responses import allowed, review_response
+from webhook.admission.wire import (
+    MAX_BODY_BYTES,
+    BadReview,
+    Review,
     check_content_type,
     check_size,
     encode,
-    mutate_review,
     parse_review,
-    review_response,
-    validate_review,
-    with_warnings,
 )
 from webhook.config import SettingsStore
 from webhook.core import mutate as core_mutate
@@ -42,6 +45,8 @@ from webhook.tls.served import CertificateStore
 
 Endpoint = Literal["mutate", "validate"]
 ReadyCheck = Callable[[], tuple[bool, str]]  # (ready, one line for /readyz)
+
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 log = logging.getLogger("kafka_expose.server")
 admission_log = logging.getLogger(ADMISSION_LOGGER)
@@ -71,6 +76,7 @@ def create_app(
     mutate: MutateFn = core_mutate,
     noop: bool = False,
     ready_checks: Sequence[ReadyCheck] = (),
+    probe_port: int | None = None,
 ) -> Flask:
     """The webhook's WSGI app.
 
@@ -80,6 +86,7 @@ def create_app(
     mutate: the core's entry point (tests may inject a failing one).
     noop: answer /mutate with a plain allow without calling the core (benchmark floor).
     ready_checks: more conditions for /readyz (e.g. the CA injected into the webhook configurations).
+    probe_port: the plain-HTTP listener's port, where only PROBE_PATHS are answered (404 otherwise).
     """
     store = settings if isinstance(settings, SettingsStore) else SettingsStore(settings)
     wire_metrics(store, certificates)
@@ -87,6 +94,13 @@ def create_app(
 
     def text(body: str, status: int) -> Response:
         return Response(body.rstrip("\n") + "\n", status=status, content_type="text/plain; charset=utf-8")
+
+    @app.before_request
+    def probe_port_only_probes() -> Response | None:
+        on_probe_port = probe_port is not None and request.environ.get("SERVER_PORT") == str(probe_port)
+        if on_probe_port and request.path not in PROBE_PATHS:
+            return text("404 Not Found: the probe port answers only /healthz, /readyz and /metrics", 404)
+        return None
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> Response:
@@ -125,10 +139,7 @@ def create_app(
                 handled = validate_review(review, current, validate)
             body = encode(review_response(review, handled.response))
         except Exception as err:  # the handlers catch the core's errors; this is the last resort
-            warning = f"kafka-expose: internal error, admitted unchanged (uid {review.uid})"
-            handled = Handled(
-                with_warnings(allowed(review.uid), warning), "error", type(err).__name__, error=err
-            )
+            handled = failed_open(review.uid, "admitted unchanged", err)
             body = encode(review_response(review, handled.response))
         duration = time.perf_counter() - started
         record(endpoint, review, handled, duration)
@@ -204,6 +215,8 @@ def record(endpoint: Endpoint, review: Review, handled: Handled, duration: float
         metrics.ADMISSION_WARNINGS.labels(endpoint).inc(len(warnings))
     if review.dry_run:
         metrics.ADMISSION_DRY_RUN.labels(endpoint).inc()
+    if endpoint == "validate" and handled.error is not None:
+        metrics.POLICY_FAILURES.labels("hook_error").inc()
     fields: dict[str, Any] = {
         "endpoint": endpoint,
         "uid": review.uid[:128],
@@ -226,8 +239,9 @@ def record(endpoint: Endpoint, review: Review, handled: Handled, duration: float
     if warnings:
         fields["warnings"] = warnings
     if handled.error is not None:
+        verdict = "admitted unchanged" if handled.response["allowed"] else "refused"
         admission_log.error(
-            "admission failed, object admitted unchanged", exc_info=handled.error, extra={"fields": fields}
+            f"admission failed, object {verdict}", exc_info=handled.error, extra={"fields": fields}
         )
     else:
         admission_log.info("admission", extra={"fields": fields})

@@ -8,19 +8,38 @@ every connection (and could read half-written files). Ours returns the context o
 keep their TLS session, new ones get the new certificate, nothing is dropped or restarted. The
 `certfile`/`keyfile` settings are still set: they make gunicorn treat the listener as TLS.
 
+Deadline (`DeadlineWorker`): gunicorn's gthread waits at most 5 s for a new connection's first
+byte, but once a byte came it reads the TLS handshake, the headers and the body with blocking reads
+and no deadline: 8 connections that each sent one byte and stalled held all 2 x 4 threads, and no
+admission was answered for as long as they stayed. Each connection handled by a thread now has a
+deadline (READ_DEADLINE_SECONDS from the moment a thread takes it, covering the wait for data, the
+handshake, the headers, the body and the answer); a reaper thread shuts the socket of a connection
+past it, which ends the blocked read at once, and counts it (`kafka_expose_connections_cut_total`).
+
+Probes (`probe_port`): with `--client-ca` every TLS connection needs a client certificate, which the
+kubelet's probes do not have. `--probe-port` opens a second, plain-HTTP listener that answers only
+/healthz, /readyz and /metrics (the app refuses anything else there); the probes point at it.
+
 Metrics: each worker writes prometheus-client multiprocess files; `child_exit` marks a dead worker's
 live gauges gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
+import socket
 import ssl
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from gunicorn import http as gunicorn_http
+from gunicorn.workers import gthread
 
 from webhook.config import SettingsStore
 from webhook.logs import gunicorn_logconfig
@@ -38,6 +57,12 @@ GRACEFUL_TIMEOUT_SECONDS = 25  # under the pod's default terminationGracePeriodS
 # first. Without it the few long-lived connections of an API server (or of a load test) may all sit
 # on one worker while the others idle: measured, half the throughput. nginx's keepalive_requests.
 MAX_REQUESTS_PER_CONNECTION = 100
+# How long one connection may hold a worker thread for one request: the wait for its first byte
+# (gthread: 5 s at most), the handshake, the headers, the body and the answer. The API server gives up
+# on a webhook after its timeoutSeconds (5 in the manifests, 30 at most): an answer later than that
+# is read by no one.
+READ_DEADLINE_SECONDS = 10.0
+REAPER_INTERVAL_SECONDS = 0.25
 
 
 @dataclass
@@ -50,6 +75,8 @@ class Runtime:
     noop: bool = False
     kubeconfig: str | None = None  # API access for the policy hooks (None: in-cluster, else none)
     self_managed_dir: str | None = None  # where `--self-managed` writes the files and its ready marker
+    probe_port: int | None = None  # the plain-HTTP listener of the probes (None: none)
+    read_deadline: float = READ_DEADLINE_SECONDS
     watcher: Watcher | None = field(default=None, repr=False)
 
     def start_watching(self) -> None:
@@ -59,6 +86,91 @@ class Runtime:
         )
         self.watcher.poll()  # catch up with changes made since the arbiter loaded the files
         self.watcher.start()
+
+
+class _Connection(gthread.TConn):  # type: ignore[misc]
+    """gthread's connection; one accepted on the probe port is plain HTTP (no TLS wrap)."""
+
+    plain = False
+
+    def init(self) -> None:
+        if self.plain and not getattr(self, "initialized", False):
+            self.initialized = True
+            self.sock.setblocking(True)
+            self.parser = gunicorn_http.get_parser(self.cfg, self.sock, self.client)
+            return
+        super().init()
+
+
+class DeadlineWorker(gthread.ThreadWorker):  # type: ignore[misc]
+    """gthread with a deadline on each connection's request and a plain probe listener (see above)."""
+
+    def init_process(self) -> None:
+        runtime = getattr(self.app, "runtime", None)
+        self.deadline = getattr(runtime, "read_deadline", READ_DEADLINE_SECONDS)
+        self.probe_port = getattr(runtime, "probe_port", None)
+        self._active: dict[int, tuple[float, Any]] = {}
+        self._active_lock = threading.Lock()
+        threading.Thread(target=self._reap, name="connection-deadline", daemon=True).start()
+        super().init_process()
+
+    def accept(self, listener: Any) -> None:
+        """gthread's accept, with our connection class (the probe listener's connections are plain)."""
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as err:
+            if err.errno not in (gthread.errno.EAGAIN, gthread.errno.ECONNABORTED, gthread.errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        client_sock.setblocking(True)
+        server = listener.getsockname()
+        conn = _Connection(self.cfg, client_sock, client_addr, server)
+        conn.plain = self.probe_port is not None and _port_of(server) == self.probe_port
+        self.enqueue_req(conn)
+
+    def handle(self, conn: Any) -> Any:
+        with self._active_lock:
+            self._active[id(conn)] = (time.monotonic() + self.deadline, conn)
+        try:
+            return super().handle(conn)
+        finally:
+            with self._active_lock:
+                self._active.pop(id(conn), None)
+
+    def _reap(self) -> None:
+        while True:
+            time.sleep(REAPER_INTERVAL_SECONDS)
+            now = time.monotonic()
+            with self._active_lock:
+                late = [(key, conn) for key, (deadline, conn) in self._active.items() if deadline <= now]
+                for key, conn in late:
+                    del self._active[key]
+                    cut_connection(conn.sock)
+            for _ in late:
+                log.warning(
+                    "connection cut: no complete request within the deadline",
+                    extra={"fields": {"deadline_seconds": self.deadline}},
+                )
+                _count_cut()
+
+
+def cut_connection(sock: Any) -> None:
+    """End every blocked read and write on `sock` now. The TCP socket is shut down under the TLS layer
+    (`socket.socket.shutdown`, not `SSLSocket.shutdown`, which would tear the TLS object from under the
+    reading thread); that thread sees end of file and gunicorn closes the connection."""
+    with contextlib.suppress(OSError):  # closed already
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _count_cut() -> None:
+    from webhook.server import telemetry as metrics
+
+    metrics.CONNECTIONS_CUT.inc()
+
+
+def _port_of(address: Any) -> int | None:
+    return address[1] if isinstance(address, tuple) and len(address) >= 2 else None
 
 
 def bind_address(host: str, port: int) -> str:
@@ -124,10 +236,13 @@ def gunicorn_options(
     max_requests_per_connection: int = MAX_REQUESTS_PER_CONNECTION,
 ) -> dict[str, Any]:
     """The gunicorn settings of the webhook server."""
+    binds = [bind_address(bind, port)]
+    if runtime.probe_port is not None:
+        binds.append(bind_address(bind, runtime.probe_port))
     options: dict[str, Any] = {
-        "bind": [bind_address(bind, port)],
+        "bind": binds,
         "workers": workers,
-        "worker_class": "gthread",
+        "worker_class": DeadlineWorker,
         "threads": threads,
         "keepalive": keepalive,
         "graceful_timeout": graceful_timeout,

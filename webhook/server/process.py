@@ -25,6 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cert", required=True, metavar="FILE", help="serving certificate chain (PEM)")
     parser.add_argument("--key", required=True, metavar="FILE", help="private key of the certificate (PEM)")
     parser.add_argument("--port", type=int, default=8443, help="HTTPS port (default: 8443)")
+    parser.add_argument(
+        "--probe-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="also listen on PORT in plain HTTP for /healthz, /readyz and /metrics only (kubelet probes, "
+        "which have no client certificate for --client-ca)",
+    )
     parser.add_argument("--bind", default="0.0.0.0", metavar="ADDRESS", help="address to listen on")
     parser.add_argument("--workers", type=int, default=2, metavar="N", help="worker processes (default: 2)")
     parser.add_argument("--threads", type=int, default=4, metavar="N", help="threads per worker (default: 4)")
@@ -48,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # hidden: answer /mutate without calling the core (benchmark floor), and the file poll interval
     parser.add_argument("--noop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reload-interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    # hidden: the per-connection read deadline (tests shorten it; see webhook.server.gunicorn)
+    parser.add_argument("--read-deadline", type=float, default=None, help=argparse.SUPPRESS)
     from webhook.tls.selfmanaged import add_self_managed_arguments  # cryptography: already loaded by `certs`
 
     add_self_managed_arguments(parser)
@@ -99,11 +109,19 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.threads < 1:
         log.error("--workers and --threads must be at least 1")
         return 2
+    if args.probe_port is not None and args.probe_port in (args.port, 0):
+        log.error("--probe-port must be another port than --port")
+        return 2
     if args.max_requests_per_connection is not None and args.max_requests_per_connection < 0:
         log.error("--max-requests-per-connection must be 0 (never close) or more")
         return 2
 
-    from webhook.server.gunicorn import MAX_REQUESTS_PER_CONNECTION, Runtime, gunicorn_options
+    from webhook.server.gunicorn import (
+        MAX_REQUESTS_PER_CONNECTION,
+        READ_DEADLINE_SECONDS,
+        Runtime,
+        gunicorn_options,
+    )
 
     noop = bool(args.noop) or os.environ.get(NOOP_ENV, "").lower() in ("1", "true", "yes")
     runtime = Runtime(
@@ -113,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         noop=noop,
         kubeconfig=args.kubeconfig,
         self_managed_dir=self_managed_dir,
+        probe_port=args.probe_port,
+        read_deadline=args.read_deadline or READ_DEADLINE_SECONDS,
     )
     options = gunicorn_options(
         runtime,
@@ -141,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
                 "threads": args.threads,
                 "settings_version": settings.settings.version,
                 "client_ca": bool(args.client_ca),
+                "probe_port": args.probe_port,
                 "noop": noop,
             }
         },
@@ -199,6 +220,7 @@ def _application_class() -> Any:
             validate, mutate, _cache = policy_hooks(
                 self.runtime.kubeconfig,
                 record=lambda rule, outcome: metrics.POLICY_DECISIONS.labels(rule, outcome).inc(),
+                on_failure=lambda what: metrics.POLICY_FAILURES.labels(what).inc(),
             )
             checks: list[ReadyCheck] = []
             if self.runtime.self_managed_dir:
@@ -210,6 +232,7 @@ def _application_class() -> Any:
                 mutate=mutate,
                 noop=self.runtime.noop,
                 ready_checks=checks,
+                probe_port=self.runtime.probe_port,
             )
 
     return WebhookApplication

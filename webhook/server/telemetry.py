@@ -68,6 +68,16 @@ POLICY_DECISIONS = Counter(
     "Policy rule decisions by rule and outcome.",
     ["rule", "outcome"],
 )
+CONNECTIONS_CUT = Counter(
+    "kafka_expose_connections_cut",
+    "Connections shut down because they did not complete a request within the read deadline (slow clients).",
+)
+POLICY_FAILURES = Counter(
+    "kafka_expose_policy_failures",
+    "Policy checks that could not be made, by what failed (hook_error: the policy raised, the object was "
+    "denied; cap_lookup: the LoadBalancer count could not be read, the LoadBalancer was denied).",
+    ["failure"],
+)
 CERTIFICATE_EXPIRY = Gauge(
     "kafka_expose_certificate_expiry_timestamp_seconds",
     "Expiry (notAfter, Unix time) of the serving certificate; the earliest one served by a live worker.",
@@ -80,6 +90,8 @@ for _endpoint in ENDPOINTS:
     ADMISSION_DRY_RUN.labels(_endpoint)
     for _outcome in OUTCOMES:
         ADMISSION_REQUESTS.labels(_endpoint, _outcome)
+for _failure in ("hook_error", "cap_lookup"):
+    POLICY_FAILURES.labels(_failure)
 for _result in ("success", "failure"):
     SETTINGS_RELOADS.labels(_result)
     CERTIFICATE_RELOADS.labels(_result)

@@ -21,8 +21,8 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from tests.support import podfactory  # noqa: E402
-from webhook.admission import review as admission  # noqa: E402
-from webhook.admission.review import BadReview, Review, parse_review  # noqa: E402
+from webhook.admission import handlers, patch, responses, wire  # noqa: E402
+from webhook.admission.wire import BadReview, Review, parse_review  # noqa: E402
 from webhook.core import Decision, mutate  # noqa: E402
 from webhook.core.settings import Settings  # noqa: E402
 
@@ -55,7 +55,7 @@ def decode_patch(response: Mapping[str, Any]) -> list[dict[str, Any]]:
     return ops
 
 
-def fake_mutate(outcome: str, change: bool = False, warnings: tuple[str, ...] = ()) -> admission.MutateFn:
+def fake_mutate(outcome: str, change: bool = False, warnings: tuple[str, ...] = ()) -> handlers.MutateFn:
     def run(obj: Mapping[str, Any], settings: Settings, namespace: str | None) -> Decision:
         result = copy.deepcopy(dict(obj))
         if change:
@@ -87,7 +87,7 @@ def test_parse_a_statefulset_pod_review() -> None:
     assert review.name == "kafka-broker-0"
     assert review.dry_run is True
     assert review.object == pod
-    assert review.api_version == admission.API_VERSION
+    assert review.api_version == wire.API_VERSION
 
 
 def test_name_falls_back_to_the_object() -> None:
@@ -178,19 +178,19 @@ def test_delete_connect_and_subresources_need_no_object() -> None:
 
 
 def test_content_type_and_size() -> None:
-    admission.check_content_type("application/json")
-    admission.check_content_type("Application/JSON; charset=utf-8")
+    wire.check_content_type("application/json")
+    wire.check_content_type("Application/JSON; charset=utf-8")
     for wrong in (None, "", "text/plain", "application/x-www-form-urlencoded", "application/yaml"):
         with pytest.raises(BadReview) as caught:
-            admission.check_content_type(wrong)
+            wire.check_content_type(wrong)
         assert caught.value.status == 415
-    admission.check_size(admission.MAX_BODY_BYTES)
-    admission.check_size(None)
+    wire.check_size(wire.MAX_BODY_BYTES)
+    wire.check_size(None)
     with pytest.raises(BadReview) as caught:
-        admission.check_size(admission.MAX_BODY_BYTES + 1)
+        wire.check_size(wire.MAX_BODY_BYTES + 1)
     assert caught.value.status == 413
     with pytest.raises(BadReview) as caught:
-        parse_review(b" " * (admission.MAX_BODY_BYTES + 1))
+        parse_review(b" " * (wire.MAX_BODY_BYTES + 1))
     assert caught.value.status == 413
 
 
@@ -202,7 +202,7 @@ def nested(depth: int) -> bytes:
 
 
 def test_depth_limit() -> None:
-    assert admission.json_depth(nested(100)) == 100
+    assert wire.json_depth(nested(100)) == 100
     doc = _review_with()
     doc["request"]["object"]["metadata"]["annotations"] = {"deep": json.loads(nested(95))}
     parse_review(body(doc))  # 100 levels in all: accepted
@@ -226,7 +226,7 @@ def test_brackets_inside_strings_do_not_count() -> None:
     text = json.dumps(
         {"command": ["sh", "-c", 'if [[ "${A}" == "[{" ]]; then echo "\\"[[[[[" ; fi' + "[" * 500]}
     )
-    assert admission.json_depth(text.encode()) == 2
+    assert wire.json_depth(text.encode()) == 2
 
 
 json_values = st.recursive(
@@ -250,9 +250,7 @@ def true_depth(value: Any) -> int:
 @settings(max_examples=300, deadline=None)
 def test_depth_scan_matches_the_parsed_depth(value: Any) -> None:
     for ensure_ascii in (True, False):
-        assert admission.json_depth(json.dumps(value, ensure_ascii=ensure_ascii).encode()) == true_depth(
-            value
-        )
+        assert wire.json_depth(json.dumps(value, ensure_ascii=ensure_ascii).encode()) == true_depth(value)
 
 
 @given(st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()))
@@ -269,30 +267,30 @@ def test_garbage_only_ever_raises_bad_review(raw: bytes) -> None:
 
 
 def test_response_constructors() -> None:
-    assert admission.allowed("u") == {"uid": "u", "allowed": True}
-    no = admission.denied("u", "no LB here")
+    assert responses.allowed("u") == {"uid": "u", "allowed": True}
+    no = responses.denied("u", "no LB here")
     assert no["allowed"] is False
     assert no["status"] == {"code": 403, "message": "no LB here", "reason": "Forbidden"}
-    err = admission.errored("u", 500, "boom")
+    err = responses.errored("u", 500, "boom")
     assert err["allowed"] is False
     assert err["status"]["code"] == 500
-    warned = admission.with_warnings(
-        admission.allowed("u"), "first", "first", "", "line\nbreak\x00", "x" * 1000
+    warned = responses.with_warnings(
+        responses.allowed("u"), "first", "first", "", "line\nbreak\x00", "x" * 1000
     )
     assert warned["warnings"][:2] == ["first", "line break"]
-    assert len(warned["warnings"][2]) == admission.MAX_WARNING_CHARS
-    assert "warnings" not in admission.with_warnings(admission.allowed("u"))
+    assert len(warned["warnings"][2]) == responses.WARNING_LIMIT
+    assert "warnings" not in responses.with_warnings(responses.allowed("u"))
 
 
 def test_review_response_echoes_version_and_kind() -> None:
     review = review_of(broker_pod(), uid="abc")
-    answer = admission.review_response(review, admission.allowed(review.uid))
+    answer = responses.review_response(review, responses.allowed(review.uid))
     assert answer == {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
         "response": {"uid": "abc", "allowed": True},
     }
-    assert json.loads(admission.encode(answer)) == answer
+    assert json.loads(wire.encode(answer)) == answer
 
 
 def test_patched_escapes_keys_and_applies() -> None:
@@ -303,10 +301,10 @@ def test_patched_escapes_keys_and_applies() -> None:
     mutated = copy.deepcopy(original)
     mutated["metadata"]["annotations"] = {"kafka-expose.io/listener": "EXTERNAL", "a~b": "1"}
     mutated["spec"]["containers"][0]["env"] = [{"name": "X", "value": "1"}]
-    response = admission.patched("u", original, mutated)
+    response = responses.patched("u", original, mutated)
     ops = decode_patch(response)
     assert jsonpatch.apply_patch(original, ops) == mutated
-    assert admission.patched("u", original, copy.deepcopy(original)) == {"uid": "u", "allowed": True}
+    assert responses.patched("u", original, copy.deepcopy(original)) == {"uid": "u", "allowed": True}
 
 
 def test_a_wrong_diff_falls_back_to_a_top_level_patch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -320,7 +318,7 @@ def test_a_wrong_diff_falls_back_to_a_top_level_patch(monkeypatch: pytest.Monkey
 
     wrong = jsonpatch.JsonPatch([{"op": "replace", "path": "/spec/a/0", "value": 9}])
     monkeypatch.setattr(jsonpatch, "make_patch", lambda a, b: wrong)
-    ops = admission.json_patch(original, mutated)
+    ops = patch.json_patch(original, mutated)
     assert {op["path"] for op in ops} == {"/metadata", "/spec", "/status", "/new"}
     assert jsonpatch.apply_patch(original, ops) == mutated
 
@@ -357,7 +355,7 @@ def test_json_patch_tells_numbers_from_booleans() -> None:
         ({"a": [1, {"b": 0}]}, {"a": [True, {"b": False}]}),
         ({"a": {"b": 1}}, {"a": {"b": 1.0}}),
     ):
-        operations = admission.json_patch(src, dst)
+        operations = patch.json_patch(src, dst)
         assert json_text(jsonpatch.apply_patch(src, operations)) == json_text(dst)
 
 
@@ -370,7 +368,7 @@ def json_text(value: Any) -> str:
 def test_json_patch_turns_the_original_into_the_result(pair: tuple[dict[str, Any], dict[str, Any]]) -> None:
     src, dst = pair
     before = json_text(src)
-    operations = admission.json_patch(src, dst)
+    operations = patch.json_patch(src, dst)
     assert json_text(src) == before  # the original is not touched
     assert json_text(jsonpatch.apply_patch(src, operations)) == json_text(dst)  # JSON-equal: 1 is not true
     assert bool(operations) == (json_text(src) != json_text(dst))
@@ -384,7 +382,7 @@ def test_mutated_patch_applies_to_the_object_as_received() -> None:
     pod = broker_pod()
     pod["metadata"]["unknownField"] = {"kept": True}  # fields no client model knows are kept
     review = review_of(pod)
-    handled = admission.mutate_review(review, SETTINGS, fake_mutate("mutated", change=True))
+    handled = handlers.mutate_review(review, SETTINGS, fake_mutate("mutated", change=True))
     assert handled.outcome == "mutated"
     assert handled.patch_operations > 0
     result = jsonpatch.apply_patch(pod, decode_patch(handled.response))
@@ -400,7 +398,7 @@ def test_namespace_comes_from_the_request() -> None:
         podfactory.pod_from_statefulset(_broker_sts(), 1, "team-a", with_namespace=False), namespace="team-a"
     )
     assert "namespace" not in review.object["metadata"]  # type: ignore[index]
-    handled = admission.mutate_review(review, SETTINGS, fake_mutate("mutated", change=True))
+    handled = handlers.mutate_review(review, SETTINGS, fake_mutate("mutated", change=True))
     ops = decode_patch(handled.response)
     assert {"op": "add", "path": "/metadata/labels/kafka-expose.io~1ns", "value": "team-a"} in ops
     assert pod
@@ -420,7 +418,7 @@ def test_the_patch_is_made_against_the_object_exactly_as_received() -> None:
     must give what the core decided."""
     received = body(podfactory.admission_review(broker_pod()))
     review = parse_review(received)
-    handled = admission.mutate_review(review, SETTINGS)
+    handled = handlers.mutate_review(review, SETTINGS)
     assert handled.outcome == "mutated"
     as_received = json.loads(received)["request"]["object"]
     assert review.object == as_received
@@ -437,7 +435,7 @@ def test_values_orjson_cannot_encode_still_give_an_exact_patch() -> None:
     preparer["securityContext"] = {**preparer.get("securityContext", {}), "runAsUser": 10**30}
     pod["metadata"]["annotations"] = {"note": "\ud800 lone"}
     received = json.dumps(podfactory.admission_review(pod)).encode("ascii")
-    handled = admission.mutate_review(parse_review(received), SETTINGS)
+    handled = handlers.mutate_review(parse_review(received), SETTINGS)
     operations = decode_patch(handled.response)
     [ours] = [op for op in operations if op["path"] == "/spec/initContainers/1"]
     assert ours["value"]["securityContext"]["runAsUser"] == 10**30
@@ -447,19 +445,19 @@ def test_values_orjson_cannot_encode_still_give_an_exact_patch() -> None:
 
 @pytest.mark.parametrize("outcome", ["unchanged", "skipped"])
 def test_no_patch_unless_mutated(outcome: str) -> None:
-    handled = admission.mutate_review(review_of(broker_pod()), SETTINGS, fake_mutate(outcome, change=True))
+    handled = handlers.mutate_review(review_of(broker_pod()), SETTINGS, fake_mutate(outcome, change=True))
     assert handled.outcome == outcome
     assert handled.response == {"uid": handled.response["uid"], "allowed": True}
 
 
 def test_mutated_without_a_difference_is_unchanged() -> None:
-    handled = admission.mutate_review(review_of(broker_pod()), SETTINGS, fake_mutate("mutated", change=False))
+    handled = handlers.mutate_review(review_of(broker_pod()), SETTINGS, fake_mutate("mutated", change=False))
     assert handled.outcome == "unchanged"
     assert "patch" not in handled.response
 
 
 def test_warned_is_allowed_unchanged_with_warnings() -> None:
-    handled = admission.mutate_review(
+    handled = handlers.mutate_review(
         review_of(broker_pod()),
         SETTINGS,
         fake_mutate("warned", change=True, warnings=("no free port for EXTERNAL",)),
@@ -468,7 +466,7 @@ def test_warned_is_allowed_unchanged_with_warnings() -> None:
     assert handled.response["allowed"] is True
     assert "patch" not in handled.response
     assert handled.response["warnings"] == ["no free port for EXTERNAL"]
-    no_text = admission.mutate_review(review_of(broker_pod()), SETTINGS, fake_mutate("warned"))
+    no_text = handlers.mutate_review(review_of(broker_pod()), SETTINGS, fake_mutate("warned"))
     assert no_text.response["warnings"] == ["fake warned"]
 
 
@@ -476,7 +474,7 @@ def test_an_exception_in_the_core_allows_untouched_with_a_warning() -> None:
     def broken(obj: Mapping[str, Any], settings: Settings, namespace: str | None) -> Decision:
         raise KeyError("spec")
 
-    handled = admission.mutate_review(review_of(broker_pod(), uid="u-err"), SETTINGS, broken)
+    handled = handlers.mutate_review(review_of(broker_pod(), uid="u-err"), SETTINGS, broken)
     assert handled.outcome == "error"
     assert handled.response["allowed"] is True
     assert "patch" not in handled.response
@@ -488,7 +486,7 @@ def test_a_result_that_cannot_be_diffed_is_an_error_not_a_half_patch() -> None:
     def odd(obj: Mapping[str, Any], settings: Settings, namespace: str | None) -> Decision:
         return Decision(kind="Pod", outcome="mutated", result=None, reason="odd")  # type: ignore[arg-type]
 
-    handled = admission.mutate_review(review_of(broker_pod()), SETTINGS, odd)
+    handled = handlers.mutate_review(review_of(broker_pod()), SETTINGS, odd)
     assert handled.outcome == "error"
     assert "patch" not in handled.response
 
@@ -510,21 +508,21 @@ def test_untouched_operations(kwargs: dict[str, Any]) -> None:
     pod = broker_pod()
     obj = None if kwargs["operation"] in ("DELETE", "CONNECT") else pod
     review = review_of(obj, old_object=pod, **kwargs)
-    handled = admission.mutate_review(review, SETTINGS, _never)
+    handled = handlers.mutate_review(review, SETTINGS, _never)
     assert handled.outcome == "skipped"
     assert handled.response == {"uid": review.uid, "allowed": True}
 
 
 def test_other_kinds_are_not_examined() -> None:
     sts = _broker_sts()
-    handled = admission.mutate_review(review_of(sts), SETTINGS, _never)
+    handled = handlers.mutate_review(review_of(sts), SETTINGS, _never)
     assert handled.outcome == "skipped"
 
 
 def test_dry_run_changes_nothing_in_the_answer() -> None:
     pod = broker_pod()
-    wet = admission.mutate_review(review_of(pod, uid="same"), SETTINGS)
-    dry = admission.mutate_review(review_of(pod, uid="same", dry_run=True), SETTINGS)
+    wet = handlers.mutate_review(review_of(pod, uid="same"), SETTINGS)
+    dry = handlers.mutate_review(review_of(pod, uid="same", dry_run=True), SETTINGS)
     assert wet.response == dry.response
     assert wet.outcome == dry.outcome
 
@@ -543,7 +541,7 @@ def _all_pods() -> list[tuple[str, dict[str, Any]]]:
 )
 def test_patch_reproduces_the_core_result(render: str, pod: dict[str, Any]) -> None:
     review = review_of(pod)
-    handled = admission.mutate_review(review, SETTINGS)
+    handled = handlers.mutate_review(review, SETTINGS)
     decision = mutate(copy.deepcopy(pod), SETTINGS, "kafka")
     assert handled.response["uid"] == review.uid
     assert handled.outcome != "error", handled.reason
@@ -560,17 +558,17 @@ def test_patch_reproduces_the_core_result(render: str, pod: dict[str, Any]) -> N
 
 
 def test_validate_allows_by_default() -> None:
-    handled = admission.validate_review(review_of(broker_pod(), uid="v"), SETTINGS)
+    handled = handlers.validate_review(review_of(broker_pod(), uid="v"), SETTINGS)
     assert handled.response == {"uid": "v", "allowed": True}
     assert handled.outcome == "allowed"
 
 
 def test_validate_hook_denies_and_warns() -> None:
-    def policy(request: admission.AdmissionRequest, settings: Settings) -> tuple[bool, str, list[str]]:
+    def policy(request: wire.AdmissionRequest, settings: Settings) -> tuple[bool, str, list[str]]:
         assert request["operation"] == "CREATE"
         return False, "public load balancers are not allowed", ["see policy.allowedSourceRanges"]
 
-    handled = admission.validate_review(review_of(broker_pod(), uid="v"), SETTINGS, policy)
+    handled = handlers.validate_review(review_of(broker_pod(), uid="v"), SETTINGS, policy)
     assert handled.outcome == "denied"
     assert handled.response["allowed"] is False
     assert handled.response["status"]["message"] == "public load balancers are not allowed"
@@ -579,10 +577,10 @@ def test_validate_hook_denies_and_warns() -> None:
 
 
 def test_validate_hook_errors_fail_open() -> None:
-    def broken(request: admission.AdmissionRequest, settings: Settings) -> tuple[bool, str, list[str]]:
+    def broken(request: wire.AdmissionRequest, settings: Settings) -> tuple[bool, str, list[str]]:
         raise RuntimeError("bug")
 
-    handled = admission.validate_review(review_of(broker_pod(), uid="v"), SETTINGS, broken)
+    handled = handlers.validate_review(review_of(broker_pod(), uid="v"), SETTINGS, broken)
     assert handled.outcome == "error"
     assert handled.response["allowed"] is True
     assert handled.response["warnings"]

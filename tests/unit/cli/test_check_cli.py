@@ -25,6 +25,9 @@ GKE_LINE = (
 def settings_file(tmp_path: Path, cloud: str = "gke", mode: str = "enforce", **policy: object) -> Path:
     document = {
         "domain": "kafka.example.com",
+        # the external-lb render's Services publish kafka-controller-N.kafka.example.com: with this
+        # template those are the namespace's own names (policy: a Service publishes only those)
+        "hostTemplate": "{pod}.{domain}",
         "loadBalancer": {"cloud": cloud},
         "policy": {"mode": mode, "allowedDomains": ["kafka.example.com"], **policy},
     }
@@ -119,6 +122,7 @@ def test_host_template_outside_the_allowed_domains(tmp_path: Path) -> None:
     config.write_text(
         "domain: kafka.example.com\nhostTemplate: '{pod}.brokers.other.org'\n"
         "policy: {mode: enforce, allowedDomains: [kafka.example.com]}\n"
+        "loadBalancer: {allowExternal: true}\n"  # cloud none under enforce must be said explicitly
     )
     result = check("--config", config, "-f", DEFAULT)
     assert result.returncode == 1

@@ -19,6 +19,7 @@ from tests.support.podfactory import (
     services,
     statefulsets,
 )
+from webhook.admission.responses import warning_text
 from webhook.core import mutate
 from webhook.core.names import CLOUD_OVERRIDE, DOMAIN_OVERRIDE
 from webhook.core.overrides import settings_for_namespace
@@ -28,13 +29,11 @@ from webhook.core.policy import (
     INTERNAL_LOAD_BALANCER,
     LOAD_BALANCER_CAP,
     SOURCE_RANGES,
+    Assessment,
     Violation,
     assess,
     cap_applies,
     cidr_within,
-    decide,
-    evaluate,
-    validate,
     verdict_of,
 )
 from webhook.core.settings import Settings, SettingsError, parse_settings
@@ -49,6 +48,7 @@ from webhook.server.namespaces import (
 pytestmark = pytest.mark.unit
 
 GKE_INTERNAL = 'add annotation networking.gke.io/load-balancer-type: "Internal"'
+GKE_INTERNAL_ANNOTATION = {"networking.gke.io/load-balancer-type": "Internal"}
 
 
 def make_settings(mode: str = "enforce", **policy: Any) -> Settings:
@@ -109,7 +109,19 @@ def rules(violations: list[Violation]) -> list[str]:
 
 
 def check(obj: dict[str, Any], settings: Settings, others: int | None = None) -> list[Violation]:
-    return evaluate(obj, settings, namespace="kafka", load_balancers_in_namespace=others)
+    return list(assess(obj, settings, namespace="kafka", load_balancers_in_namespace=others).violations)
+
+
+def decide(violations: list[Violation]) -> tuple[bool, str | None, list[str]]:
+    """verdict_of (what PolicyHook applies), with the warnings as the admission edge writes them."""
+    verdict = verdict_of(Assessment(tuple(violations), ()))
+    return verdict.allowed, verdict.message, [warning_text(v.message, keep=v.tail) for v in verdict.warnings]
+
+
+def validate(request: dict[str, Any], settings: Settings) -> tuple[bool, str, list[str]]:
+    """The server's hook without API access (no overrides, no cap)."""
+    allowed, message, warnings = PolicyHook(None)(request, settings)
+    return allowed, message, list(warnings)
 
 
 # ---------------------------------------------------------------------------- internalLoadBalancer
@@ -162,9 +174,12 @@ def test_the_chart_s_aws_annotation_is_not_internal_on_gke_but_is_on_aws() -> No
         if s["spec"]["type"] == "LoadBalancer"
     ]
     assert len(chart) == 3
+    own_names = {
+        "hostTemplate": "{pod}.{domain}"
+    }  # the chart's external-dns names: kafka-controller-N.<domain>
     for svc in chart:
-        assert rules(check(svc, make_settings(cloud="gke"))) == [INTERNAL_LOAD_BALANCER]
-        assert check(svc, make_settings(cloud="aws")) == []
+        assert rules(check(svc, make_settings(cloud="gke", top=own_names))) == [INTERNAL_LOAD_BALANCER]
+        assert check(svc, make_settings(cloud="aws", top=dict(own_names))) == []
 
 
 def test_node_port_in_front_of_brokers_is_a_violation_whatever_its_annotations() -> None:
@@ -175,11 +190,18 @@ def test_node_port_in_front_of_brokers_is_a_violation_whatever_its_annotations()
     assert "NodePort" in violation.message and "use type ClusterIP" in violation.message
 
 
-def test_services_that_do_not_select_brokers_or_are_not_exposed_are_not_judged() -> None:
+def test_every_exposed_service_is_judged_whatever_it_selects_and_unexposed_ones_are_not() -> None:
+    """Issue 15, item 2: a selector without "kafka" (component=broker), a selector-less Service (its
+    own EndpointSlice), a pod-index selector all reach brokers; only ClusterIP Services that publish
+    nothing are out of scope."""
     settings = make_settings(allowedSourceRanges=["10.0.0.0/8"])
-    assert check(service(selector={"app": "web"}), settings) == []
+    for selector in ({"app": "web"}, {"component": "broker"}, {}, {"apps.kubernetes.io/pod-index": "0"}):
+        assert INTERNAL_LOAD_BALANCER in rules(check(service(selector=selector), settings)), selector
+        assert rules(check(service(kind="NodePort", selector=selector), settings)) == [INTERNAL_LOAD_BALANCER]
+    [violation] = check(service(kind="ClusterIP", selector={}, externalIPs=["203.0.113.7"]), settings)
+    assert violation.rule == INTERNAL_LOAD_BALANCER and "spec.externalIPs" in violation.message
     assert check(service(kind="ClusterIP"), settings) == []
-    assert check(service(selector={}), settings) == []
+    assert check(service(kind="ClusterIP", selector={}), settings) == []
     assert check({"kind": "ConfigMap", "metadata": {"name": "x"}}, settings) == []
 
 
@@ -197,7 +219,8 @@ def test_managed_services_are_judged_too_and_comply_by_construction() -> None:
 def test_the_mutated_chart_service_complies() -> None:
     """What the validating webhook sees after the mutating one: the chart's LB made internal."""
     settings = make_settings(
-        allowedSourceRanges=["10.0.0.0/8"], top={"loadBalancer": {"sourceRanges": ["10.0.0.0/8"]}}
+        allowedSourceRanges=["10.0.0.0/8"],
+        top={"loadBalancer": {"sourceRanges": ["10.0.0.0/8"]}, "hostTemplate": "{pod}.{domain}"},
     )
     for svc in services(load_render("bitnami-kafka-32.4.4-external-lb")):
         assert check(mutate(svc, settings, "kafka").result, settings) == []
@@ -301,24 +324,31 @@ def test_published_dns_names_of_a_broker_service_must_be_allowed() -> None:
     settings = make_settings()
     internal = settings.load_balancer.internal_annotations()
     dns = "external-dns.alpha.kubernetes.io/hostname"
-    assert check(service(annotations={**internal, dns: "kafka-0.kafka.example.com"}), settings) == []
+    assert check(service(annotations={**internal, dns: "kafka-0.kafka.kafka.example.com"}), settings) == []
     [violation] = check(
-        service(annotations={**internal, dns: "kafka-0.kafka.example.com,kafka-0.public.io"}), settings
+        service(annotations={**internal, dns: "kafka-0.kafka.kafka.example.com,kafka-0.public.io"}), settings
     )
     assert violation.rule == ALLOWED_DOMAINS and "publishes kafka-0.public.io," in violation.message
 
 
 def test_no_allowed_domains_allows_any_host() -> None:
-    settings = parse_settings({"hostTemplate": "{pod}.anything.io", "policy": {"mode": "enforce"}})
+    settings = parse_settings(
+        {"hostTemplate": "{pod}.anything.io", "loadBalancer": {"cloud": "gke"}, "policy": {"mode": "enforce"}}
+    )
     assert check(broker_pod(settings), settings) == []
 
 
 # --------------------------------------------------------------------------------- loadBalancerCap
 
 
+def web_lb(name: str = "kafka-0-public", **extra: Any) -> dict[str, Any]:
+    """A compliant (internal) LoadBalancer that does not select brokers: only the cap judges it."""
+    return service(name, selector={"app": "web"}, annotations=dict(GKE_INTERNAL_ANNOTATION), **extra)
+
+
 def test_cap_counts_the_other_load_balancers() -> None:
     settings = make_settings(maxLoadBalancersPerNamespace=3)
-    svc = service(selector={"app": "web"})
+    svc = web_lb()
     assert check(svc, settings, others=2) == []
     [violation] = check(svc, settings, others=3)
     assert violation == Violation(
@@ -332,11 +362,16 @@ def test_cap_counts_the_other_load_balancers() -> None:
 
 def test_cap_of_zero_forbids_any_load_balancer_and_unknown_count_is_unchecked() -> None:
     settings = make_settings(maxLoadBalancersPerNamespace=0)
-    svc = service(selector={"app": "web"})
+    svc = web_lb()
     assert rules(check(svc, settings, others=0)) == [LOAD_BALANCER_CAP]
     result = assess(svc, settings, namespace="kafka", load_balancers_in_namespace=None)
     assert result.violations == () and result.unchecked == (LOAD_BALANCER_CAP,)
-    assert verdict_of(result).outcomes == {LOAD_BALANCER_CAP: "unchecked"}
+    assert verdict_of(result).outcomes == {
+        LOAD_BALANCER_CAP: "unchecked",
+        INTERNAL_LOAD_BALANCER: "passed",
+        ALLOWED_DOMAINS: "passed",
+        SOURCE_RANGES: "passed",
+    }
 
 
 def test_cap_applies_to_creations_and_to_services_turned_into_load_balancers() -> None:
@@ -369,7 +404,7 @@ def test_warnings_fit_what_the_api_server_shows_and_keep_what_to_change() -> Non
     settings = make_settings("warn")
     [violation] = check(unknown_layout_pod(), settings)
     assert len(violation.message) > 256
-    warning = violation.warning()
+    warning = warning_text(violation.message, keep=violation.tail)
     assert len(warning) <= 256
     assert warning.startswith("kafka-expose: Pod kafka-0: Kafka broker cannot be exposed: unknown layout")
     assert warning.endswith(
@@ -377,7 +412,8 @@ def test_warnings_fit_what_the_api_server_shows_and_keep_what_to_change() -> Non
         "settings.match (policy rule exposureRequired)"
     )
     long = Violation(INTERNAL_LOAD_BALANCER, "x" * 300 + " (policy rule internalLoadBalancer)", "warn")
-    assert len(long.warning()) == 256 and long.warning().endswith("x... (policy rule internalLoadBalancer)")
+    cut = warning_text(long.message, keep=long.tail)
+    assert len(cut) == 256 and cut.endswith("x... (policy rule internalLoadBalancer)")
     assert decide([violation]) == (True, None, [warning])
 
 
@@ -409,7 +445,7 @@ def test_non_kafka_and_controller_only_pods_are_not_judged() -> None:
     ],
 )
 def test_per_rule_mode_wins_over_the_global_one(policy: dict[str, Any], expected: str) -> None:
-    settings = parse_settings({"policy": policy})
+    settings = parse_settings({"loadBalancer": {"cloud": "gke"}, "policy": policy})
     [violation] = check(unknown_layout_pod(), settings)
     assert violation.mode == expected
 
@@ -709,7 +745,7 @@ def test_the_cap_holds_under_concurrent_creates() -> None:
     barrier = threading.Barrier(5)
 
     def create(i: int) -> None:
-        svc = service(f"lb-{i}", selector={"app": "web"})
+        svc = web_lb(f"lb-{i}")
         barrier.wait()
         allowed, _, _ = hook(hook_request(svc), settings)
         results[svc["metadata"]["name"]] = allowed
@@ -728,10 +764,10 @@ def test_dry_run_does_not_reserve_and_updates_of_load_balancers_are_not_capped()
     settings = make_settings(maxLoadBalancersPerNamespace=1)
     reader = FakeReader({"kafka": {}})
     hook = PolicyHook(NamespaceCache(reader))
-    svc = service("first", selector={"app": "web"})
+    svc = web_lb("first")
     assert hook(hook_request(svc, dryRun=True), settings)[0]
     assert hook(hook_request(svc), settings)[0]
-    second = service("second", selector={"app": "web"})
+    second = web_lb("second")
     allowed, message, _ = hook(hook_request(second), settings)
     assert not allowed and "already has 1 LoadBalancer Service(s), the cap is 1" in message
     reader.add_service("kafka", svc)
@@ -766,7 +802,7 @@ def test_hook_records_every_rule_outcome() -> None:
 def test_hook_without_api_access_checks_everything_but_the_cap() -> None:
     settings = make_settings(maxLoadBalancersPerNamespace=0)
     hook = PolicyHook(None)
-    assert hook(hook_request(service(selector={"app": "web"})), settings) == (True, "", [])
+    assert hook(hook_request(web_lb()), settings) == (True, "", [])
     assert not hook(hook_request(service()), settings)[0]
 
 
@@ -820,3 +856,20 @@ def test_namespace_mutate_applies_overrides_and_warns_on_refusals() -> None:
         NamespaceMutate(None)(pod_a, settings, "team-a").plans[0].host
         == "kafka-broker-0.team-a.kafka.example.com"
     )
+
+
+def test_settings_that_enforce_internal_load_balancers_but_make_public_ones_are_refused() -> None:
+    """Issue 15, item 2: cloud none, no class, no annotations under an enforced internalLoadBalancer
+    passed every Service (nothing to require); now the platform has to say so."""
+    enforce = {"mode": "warn", "rules": {"internalLoadBalancer": "enforce"}}
+    with pytest.raises(SettingsError) as refused:
+        parse_settings({"policy": enforce})
+    assert "loadBalancer.allowExternal: true" in str(refused.value.problems)
+    for load_balancer in (
+        {"cloud": "aws"},
+        {"loadBalancerClass": "example.com/internal"},
+        {"annotations": {"example.com/internal": "true"}},
+        {"allowExternal": True},
+    ):
+        parse_settings({"loadBalancer": load_balancer, "policy": enforce})
+    parse_settings({})  # nothing enforced: the defaults stay valid

@@ -32,6 +32,8 @@ SERVER_ARGS = [
     "/certs/tls.key",
     "--port",
     "8443",
+    "--probe-port",
+    "8081",
 ]
 CONTROLLER_ARGS = [
     "controller",
@@ -82,13 +84,23 @@ def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[
     return doc
 
 
-def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    spec: dict[str, Any] = one(docs, "Deployment", "kafka-expose")["spec"]["template"]["spec"]
+# the server and the controller: two Deployments, two ServiceAccounts (issue 15, item 6)
+DEPLOYMENTS = {"kafka-expose": "kafka-expose", "kafka-expose-controller": "kafka-expose-controller"}
+
+
+def pod_spec(docs: list[dict[str, Any]], deployment: str = "kafka-expose") -> dict[str, Any]:
+    spec: dict[str, Any] = one(docs, "Deployment", deployment)["spec"]["template"]["spec"]
     return spec
 
 
+def pod_specs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [pod_spec(docs, name) for name in DEPLOYMENTS]
+
+
 def container(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    found: list[dict[str, Any]] = [c for c in pod_spec(docs)["containers"] if c["name"] == name]
+    found: list[dict[str, Any]] = [
+        c for spec in pod_specs(docs) for c in spec["containers"] if c["name"] == name
+    ]
     assert len(found) == 1
     return found[0]
 
@@ -174,9 +186,12 @@ def test_two_replicas_spread_and_protected_by_a_pdb(rendered: list[dict[str, Any
 
 
 def test_server_and_controller_containers(rendered: list[dict[str, Any]]) -> None:
-    spec = pod_spec(rendered)
-    assert [c["name"] for c in spec["containers"]] == ["server", "controller"]
-    assert spec["serviceAccountName"] == "kafka-expose"
+    for deployment, account in DEPLOYMENTS.items():
+        spec = pod_spec(rendered, deployment)
+        assert [c["name"] for c in spec["containers"]] == [
+            "controller" if "controller" in deployment else "server"
+        ]
+        assert spec["serviceAccountName"] == account
     server, controller = container(rendered, "server"), container(rendered, "controller")
     for c in (server, controller):
         assert c["image"] == IMAGE
@@ -191,13 +206,13 @@ def test_server_and_controller_containers(rendered: list[dict[str, Any]]) -> Non
 def test_probes(rendered: list[dict[str, Any]]) -> None:
     server = container(rendered, "server")
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
-        get = server[probe]["httpGet"]
-        assert get["path"] == path and get["scheme"] == "HTTPS" and get["port"] in ("https", 8443)
+        get = server[probe]["httpGet"]  # the plain probe port: works with --client-ca
+        assert get["path"] == path and get["scheme"] == "HTTP" and get["port"] in ("probes", 8081)
         assert server[probe]["timeoutSeconds"] <= 5
 
 
 def test_resources_requests_and_limits(rendered: list[dict[str, Any]]) -> None:
-    for c in pod_spec(rendered)["containers"]:
+    for c in (c for spec in pod_specs(rendered) for c in spec["containers"]):
         for section in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(c["resources"][section]), (c["name"], section)
 
@@ -207,8 +222,9 @@ def _dockerfile_uid() -> int:
     return int(users[-1])
 
 
-def test_security_context(rendered: list[dict[str, Any]]) -> None:
-    spec = pod_spec(rendered)
+@pytest.mark.parametrize("deployment", list(DEPLOYMENTS))
+def test_security_context(rendered: list[dict[str, Any]], deployment: str) -> None:
+    spec = pod_spec(rendered, deployment)
     pod = spec["securityContext"]
     assert pod["runAsNonRoot"] is True
     assert pod["runAsUser"] == _dockerfile_uid() and pod["runAsUser"] != 0
@@ -225,15 +241,15 @@ def test_security_context(rendered: list[dict[str, Any]]) -> None:
 
 
 def test_volumes_exist_and_tmp_is_writable(rendered: list[dict[str, Any]]) -> None:
-    spec = pod_spec(rendered)
-    volumes = {v["name"]: v for v in spec["volumes"]}
-    for c in spec["containers"]:
-        mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-        for m in mounts.values():
-            assert m["name"] in volumes
-        assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
-        assert mounts["/etc/kafka-expose"]["readOnly"] is True
-    assert volumes["settings"]["configMap"]["name"] == "kafka-expose-settings"
+    for spec in pod_specs(rendered):
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for c in spec["containers"]:
+            mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+            for m in mounts.values():
+                assert m["name"] in volumes
+            assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+            assert mounts["/etc/kafka-expose"]["readOnly"] is True
+        assert volumes["settings"]["configMap"]["name"] == "kafka-expose-settings"
     server_mounts = {m["mountPath"]: m for m in container(rendered, "server")["volumeMounts"]}
     assert server_mounts["/certs"]["name"] == "certs"
 
@@ -264,7 +280,8 @@ def test_webhook_common_settings(rendered: list[dict[str, Any]]) -> None:
         assert hook["admissionReviewVersions"] == ["v1"]
         assert hook["sideEffects"] == "None"
         assert hook["timeoutSeconds"] == 5
-        assert hook["failurePolicy"] == "Ignore", "deliberate: see manifests/README.md"
+        expected = "Fail" if hook["name"] == "services.validate.kafka-expose.io" else "Ignore"
+        assert hook["failurePolicy"] == expected, "deliberate: see manifests/README.md"
         if kind.startswith("Mutating"):
             assert hook["reinvocationPolicy"] == "IfNeeded"
         else:
@@ -305,15 +322,27 @@ def test_pod_webhooks_skip_non_kafka_pods_with_match_conditions(rendered: list[d
     assert len(hooks) == 2
 
 
-def test_service_webhooks_skip_our_own_services(rendered: list[dict[str, Any]]) -> None:
+CONTROLLER_USER = "system:serviceaccount:kafka-expose:kafka-expose-controller"
+
+
+def test_service_webhooks_skip_our_own_writes_by_identity_never_by_label(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """Issue 15, item 2: a label a tenant can set must not skip the policy; the requester can't be forged."""
     hooks = webhooks_for(rendered, {"services"})
     for hook in hooks:
-        assert "matchConditions" not in hook, "every Service goes through"
-        assert hook["objectSelector"] == {
-            "matchExpressions": [
-                {"key": "app.kubernetes.io/managed-by", "operator": "NotIn", "values": ["kafka-expose"]}
-            ]
-        }
+        assert "objectSelector" not in hook, "a tenant can set any label"
+        conditions = {c["name"]: " ".join(c["expression"].split()) for c in hook["matchConditions"]}
+        assert (
+            conditions["not-kafka-expose-controller"] == f"request.userInfo.username != '{CONTROLLER_USER}'"
+        )
+    validate = [h for h in hooks if h["name"] == "services.validate.kafka-expose.io"]
+    (hook,) = validate
+    scope = " ".join(
+        next(c for c in hook["matchConditions"] if c["name"] == "exposed-or-published")["expression"].split()
+    )
+    for needed in ("'LoadBalancer'", "'NodePort'", "externalIPs", "external-dns.alpha.kubernetes.io/"):
+        assert needed in scope
     assert len(hooks) == 2
 
 
@@ -343,45 +372,52 @@ def test_rbac_has_no_wildcard_nor_cluster_admin(rendered: list[dict[str, Any]]) 
     for doc in rendered:
         if doc["kind"] in ("ClusterRoleBinding", "RoleBinding"):
             assert doc["roleRef"]["name"] not in ("cluster-admin", "admin", "edit"), doc["metadata"]["name"]
-            assert doc["subjects"] == [
-                {"kind": "ServiceAccount", "name": "kafka-expose", "namespace": NAMESPACE}
-            ]
+            (subject,) = doc["subjects"]
+            assert subject["kind"] == "ServiceAccount" and subject["namespace"] == NAMESPACE
+            assert subject["name"] in DEPLOYMENTS.values()
 
 
 def _grants(docs: list[dict[str, Any]]) -> dict[tuple[str, str, str], set[str]]:
-    """(kind of role, group, resource) -> verbs."""
+    """(role name, group, resource) -> verbs."""
     out: dict[tuple[str, str, str], set[str]] = {}
     for doc, rule in _rules(docs):
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
-                out.setdefault((doc["kind"], group, resource), set()).update(rule["verbs"])
+                out.setdefault((doc["metadata"]["name"], group, resource), set()).update(rule["verbs"])
     return out
 
 
 def test_base_rbac_is_exactly_what_the_server_and_controller_use(base: list[dict[str, Any]]) -> None:
     assert _grants(base) == {
-        ("ClusterRole", "", "namespaces"): {"get", "list", "watch"},
-        ("ClusterRole", "", "pods"): {"list", "watch", "patch"},
-        ("ClusterRole", "", "services"): {"get", "list", "watch", "create", "update", "patch", "delete"},
-        ("ClusterRole", "apps", "statefulsets"): {"get", "list", "watch"},
-        ("ClusterRole", "", "events"): {"create", "patch"},
-        ("ClusterRole", "events.k8s.io", "events"): {"create", "patch"},
-        ("Role", "coordination.k8s.io", "leases"): {"get", "create", "update"},
-        ("ClusterRole", "cert-manager.io", "certificates"): {"list", "create", "patch", "delete"},
-        ("ClusterRole", "", "pods/eviction"): {"create"},
+        # the network-facing server: reads only
+        ("kafka-expose", "", "namespaces"): {"get", "list", "watch"},
+        ("kafka-expose", "", "services"): {"list"},
+        # the controller: no services update (it applies), no events.k8s.io, no StatefulSet get
+        ("kafka-expose-controller", "", "namespaces"): {"get", "list", "watch"},
+        ("kafka-expose-controller", "", "pods"): {"list", "watch", "patch"},
+        ("kafka-expose-controller", "", "services"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("kafka-expose-controller", "apps", "statefulsets"): {"list", "watch"},
+        ("kafka-expose-controller", "", "events"): {"create", "patch"},
+        # with tls.mode cert-manager: its Certificates, and PDB-checked evictions on renewal
+        ("kafka-expose-controller", "cert-manager.io", "certificates"): {"list", "create", "patch", "delete"},
+        ("kafka-expose-controller", "", "pods/eviction"): {"create"},
+        ("kafka-expose-leader-election", "coordination.k8s.io", "leases"): {"get", "create", "update"},
     }
     role = one(base, "Role", "kafka-expose-leader-election")
     assert role["metadata"]["namespace"] == NAMESPACE
+    named = [r for r in role["rules"] if set(r["verbs"]) != {"create"}]
+    assert named and all(r["resourceNames"] == ["kafka-expose-controller"] for r in named)
 
 
 def test_self_managed_rbac_adds_only_its_secret_and_its_webhooks(
     base: list[dict[str, Any]], self_managed: list[dict[str, Any]]
 ) -> None:
     extra = {k: v for k, v in _grants(self_managed).items() if k not in _grants(base)}
+    role = "kafka-expose-self-managed-certs"
     assert extra == {
-        ("Role", "", "secrets"): {"create", "get", "update"},
-        ("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations"): {"get", "patch"},
-        ("ClusterRole", "admissionregistration.k8s.io", "validatingwebhookconfigurations"): {"get", "patch"},
+        (role, "", "secrets"): {"create", "get", "update"},
+        (role, "admissionregistration.k8s.io", "mutatingwebhookconfigurations"): {"get", "patch"},
+        (role, "admissionregistration.k8s.io", "validatingwebhookconfigurations"): {"get", "patch"},
     }
     for doc, rule in _rules(self_managed):
         if "secrets" in rule["resources"]:
@@ -398,7 +434,7 @@ def test_guardrails_bind_the_service_account(base: list[dict[str, Any]]) -> None
     assert binding["spec"]["policyName"] == "kafka-expose-guardrails"
     assert binding["spec"]["validationActions"] == ["Deny"]
     assert policy["spec"]["failurePolicy"] == "Fail"
-    assert SA_USER in policy["spec"]["matchConditions"][0]["expression"]
+    assert CONTROLLER_USER in policy["spec"]["matchConditions"][0]["expression"]
 
 
 # ---- overlays --------------------------------------------------------------------------------------
@@ -435,7 +471,7 @@ def test_container_args_parse_with_the_real_cli(overlay: str, request: pytest.Fi
     from webhook.cli import build_parser
 
     docs: list[dict[str, Any]] = request.getfixturevalue(overlay)
-    for c in pod_spec(docs)["containers"]:
+    for c in (c for spec in pod_specs(docs) for c in spec["containers"]):
         args = [a.replace("$(POD_NAMESPACE)", NAMESPACE) for a in c["args"]]
         try:
             build_parser().parse_args(args)
