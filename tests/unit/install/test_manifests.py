@@ -41,6 +41,8 @@ CONTROLLER_ARGS = [
     "/etc/kafka-expose/settings.yaml",
     "--lease-namespace",
     "$(POD_NAMESPACE)",
+    "--metrics-port",
+    "8082",
 ]
 KAFKA_IMAGES = ["cp-kafka", "cp-server", "apache/kafka", "apache/kafka-native", "bitnami/kafka"]
 
@@ -204,11 +206,16 @@ def test_server_and_controller_containers(rendered: list[dict[str, Any]]) -> Non
 
 
 def test_probes(rendered: list[dict[str, Any]]) -> None:
-    server = container(rendered, "server")
-    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
-        get = server[probe]["httpGet"]  # the plain probe port: works with --client-ca
-        assert get["path"] == path and get["scheme"] == "HTTP" and get["port"] in ("probes", 8081)
-        assert server[probe]["timeoutSeconds"] <= 5
+    for name in ("server", "controller"):
+        process = container(rendered, name)
+        ports = {p["name"]: p["containerPort"] for p in process["ports"]}
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            get = process[probe]["httpGet"]  # a plain probe port: works with --client-ca
+            assert get["path"] == path and get["scheme"] == "HTTP" and get["port"] == "probes"
+            assert process[probe]["timeoutSeconds"] <= 5
+        if name == "controller":  # the port it serves them on is the one the probes name
+            args = process["args"]
+            assert args[args.index("--metrics-port") + 1] == str(ports["probes"])
 
 
 def test_resources_requests_and_limits(rendered: list[dict[str, Any]]) -> None:
