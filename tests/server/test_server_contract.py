@@ -236,6 +236,11 @@ def test_health_readiness_and_metrics(server: WebhookServer) -> None:
         assert name in text, name
     expiry = server.metric("kafka_expose_certificate_expiry_timestamp_seconds")
     assert expiry == pytest.approx(server.leaf.not_after.timestamp(), abs=1)
+    from webhook import __version__
+
+    build = [line for line in text.splitlines() if line.startswith("kafka_expose_build_info{")]
+    assert len(build) == 1, build  # one sample over both workers
+    assert f'version="{__version__}"' in build[0] and 'component="webhook"' in build[0]
 
 
 def test_metrics_add_up_over_workers(server: WebhookServer) -> None:

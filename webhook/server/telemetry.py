@@ -24,6 +24,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from webhook import __version__
+
 ENDPOINTS = ("mutate", "validate")
 OUTCOMES = ("mutated", "unchanged", "skipped", "warned", "allowed", "denied", "error", "invalid")
 
@@ -78,6 +80,13 @@ POLICY_FAILURES = Counter(
     "denied; cap_lookup: the LoadBalancer count could not be read, the LoadBalancer was denied).",
     ["failure"],
 )
+BUILD_INFO = Gauge(
+    "kafka_expose_build_info",
+    "Always 1: the version of kafka-expose this process runs.",
+    ["version", "component"],
+    multiprocess_mode="max",  # one sample however many workers
+)
+BUILD_INFO.labels(__version__, "webhook").set(1)
 CERTIFICATE_EXPIRY = Gauge(
     "kafka_expose_certificate_expiry_timestamp_seconds",
     "Expiry (notAfter, Unix time) of the serving certificate; the earliest one served by a live worker.",
