@@ -66,7 +66,7 @@ class Leaf:
 
 @dataclass
 class CA:
-    """A self-signed CA (webhook.certs.make_ca) that issues server and client certificates."""
+    """A self-signed CA (webhook.tls.primitives.make_ca) that issues server and client certificates."""
 
     name: str = "kafka-expose test CA"
     days: int = 30

@@ -22,6 +22,7 @@ from typing import Any
 
 from webhook.cli.inputs import settings_and_objects
 from webhook.core import mutate
+from webhook.core.objects import name_of, namespace_of
 from webhook.core.overrides import settings_for_namespace
 from webhook.core.policy import Violation, assess, is_load_balancer
 from webhook.core.services import broker_service
@@ -91,12 +92,12 @@ def check_objects(items: list[dict[str, Any]], settings: Settings, namespace: st
 
     for obj in items:
         if obj.get("kind") == "Service":
-            services.add((_namespace(obj, default_namespace), _name(obj)))
+            services.add((namespace_of(obj, default_namespace), name_of(obj)))
     for obj in items:
         kind = obj.get("kind")
         if kind not in ("Service", "Pod", "StatefulSet"):
             continue
-        ns = _namespace(obj, default_namespace)
+        ns = namespace_of(obj, default_namespace)
         judge(obj, ns)
         if kind == "StatefulSet":
             for plan in mutate(obj, settings_of(ns), ns).plans:
@@ -107,18 +108,6 @@ def check_objects(items: list[dict[str, Any]], settings: Settings, namespace: st
     for ns, service in planned:
         judge(service, ns)
     return Report(findings, list(dict.fromkeys(problems)))
-
-
-def _namespace(obj: Mapping[str, Any], default: str) -> str:
-    metadata = obj.get("metadata")
-    ns = metadata.get("namespace") if isinstance(metadata, Mapping) else None
-    return ns if isinstance(ns, str) and ns else default
-
-
-def _name(obj: Mapping[str, Any]) -> str:
-    metadata = obj.get("metadata")
-    name = metadata.get("name") if isinstance(metadata, Mapping) else None
-    return str(name or "")
 
 
 def run(args: argparse.Namespace) -> int:

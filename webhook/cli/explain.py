@@ -10,6 +10,7 @@ from webhook.core import mutate
 from webhook.core.decision import BrokerPlan
 from webhook.core.flavors import RUNTIME_FLAVORS
 from webhook.core.images import FAMILIES, looks_like_kafka, repository
+from webhook.core.objects import as_dict
 from webhook.core.settings import Settings, template_warnings
 from webhook.documents import InputError, fail, namespace_of
 
@@ -87,15 +88,11 @@ def _tls_line(plan: BrokerPlan) -> str:
 
 
 def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    spec = _dict(obj.get("spec"))
+    spec = as_dict(obj.get("spec"))
     if obj.get("kind") == "StatefulSet":
-        spec = _dict(_dict(spec.get("template")).get("spec"))
+        spec = as_dict(as_dict(spec.get("template")).get("spec"))
     items = spec.get("containers")
     return [c for c in items if isinstance(c, dict)] if isinstance(items, list) else []
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _declare(container: dict[str, Any]) -> str:

@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from webhook.core.expose import mutate
 from webhook.core.names import ADVERTISED, EXTERNAL_DNS, EXTERNAL_DNS_NAMES
+from webhook.core.objects import metadata_of, spec_of, string_map
 from webhook.core.services import is_managed, selects_kafka
 from webhook.core.settings import Mode, Settings, host_allowed
 
@@ -151,7 +152,7 @@ def assess_request(
     obj = request.get("object")
     if not isinstance(obj, Mapping) or policy_off(settings):
         return Assessment((), ())
-    namespace = request.get("namespace") or _metadata(obj).get("namespace")
+    namespace = request.get("namespace") or metadata_of(obj).get("namespace")
     return assess(
         obj,
         settings,
@@ -174,7 +175,7 @@ def is_load_balancer(obj: Any) -> bool:
     return (
         isinstance(obj, Mapping)
         and obj.get("kind", "Service") == "Service"
-        and _spec(obj).get("type") == "LoadBalancer"
+        and spec_of(obj).get("type") == "LoadBalancer"
     )
 
 
@@ -184,14 +185,14 @@ def is_load_balancer(obj: Any) -> bool:
 def _assess_service(
     obj: Mapping[str, Any], settings: Settings, namespace: str | None, others: int | None
 ) -> Assessment:
-    spec = _spec(obj)
+    spec = spec_of(obj)
     kind = spec.get("type")
     name = _name(obj)
     violations: list[Violation] = []
     checked: list[str] = []
     unchecked: list[str] = []
     kafka = kind in ("LoadBalancer", "NodePort") and selects_kafka(obj, settings)
-    external_ips = _spec(obj).get("externalIPs")
+    external_ips = spec_of(obj).get("externalIPs")
     if in_scope(obj):
         checked += [INTERNAL_LOAD_BALANCER, ALLOWED_DOMAINS]
         if kind == "NodePort":
@@ -238,8 +239,8 @@ def _assess_service(
 
 def in_scope(service: Mapping[str, Any]) -> bool:
     """Whether the policy judges this Service: reachable from outside, or publishing a DNS name."""
-    spec = _spec(service)
-    annotations = _string_map(_metadata(service).get("annotations"))
+    spec = spec_of(service)
+    annotations = string_map(metadata_of(service).get("annotations"))
     return (
         spec.get("type") in ("LoadBalancer", "NodePort")
         or bool(spec.get("externalIPs"))
@@ -249,7 +250,7 @@ def in_scope(service: Mapping[str, Any]) -> bool:
 
 def internal_load_balancer_changes(obj: Mapping[str, Any], settings: Settings) -> list[str]:
     """What would make the Service's load balancer internal by the settings (empty: it is)."""
-    annotations = _string_map(_metadata(obj).get("annotations"))
+    annotations = string_map(metadata_of(obj).get("annotations"))
     lb = settings.load_balancer
     changes = []
     for key, value in lb.internal_annotations().items():
@@ -258,7 +259,7 @@ def internal_load_balancer_changes(obj: Mapping[str, Any], settings: Settings) -
             changes.append(f'add annotation {key}: "{value}"')
         elif current != value:
             changes.append(f'set annotation {key}: "{value}" (it is "{current}")')
-    current_class = _spec(obj).get("loadBalancerClass")
+    current_class = spec_of(obj).get("loadBalancerClass")
     if lb.load_balancer_class and current_class != lb.load_balancer_class:
         changes.append(f'set spec.loadBalancerClass: "{lb.load_balancer_class}"')
     return changes
@@ -282,10 +283,10 @@ def _source_ranges(obj: Mapping[str, Any], settings: Settings, name: str) -> lis
     if not allowed:
         return []
     shown = ", ".join(allowed)
-    ranges = _spec(obj).get("loadBalancerSourceRanges")
+    ranges = spec_of(obj).get("loadBalancerSourceRanges")
     field_name = "spec.loadBalancerSourceRanges"
     if not ranges:
-        annotation = _string_map(_metadata(obj).get("annotations")).get(SOURCE_RANGES_ANNOTATION, "")
+        annotation = string_map(metadata_of(obj).get("annotations")).get(SOURCE_RANGES_ANNOTATION, "")
         ranges = [r.strip() for r in annotation.split(",") if r.strip()]
         field_name = f"annotation {SOURCE_RANGES_ANNOTATION}" if ranges else field_name
     if not ranges:
@@ -327,7 +328,7 @@ def _published_names(
     obj: Mapping[str, Any], settings: Settings, name: str, namespace: str | None
 ) -> list[Violation]:
     allowed = settings.policy.allowed_domains
-    annotations = _string_map(_metadata(obj).get("annotations"))
+    annotations = string_map(metadata_of(obj).get("annotations"))
     own = namespace_names(settings, namespace) if namespace else None
     violations = []
     for key in EXTERNAL_DNS_NAMES:
@@ -423,7 +424,7 @@ def _assess_broker(obj: Mapping[str, Any], settings: Settings, namespace: str | 
         return Assessment((violation,), (EXPOSURE_REQUIRED,), (), True)
     hosts = [plan.host for plan in decision.plans]
     if kind == "Pod":
-        annotated = _advertised_host(_string_map(_metadata(obj).get("annotations")).get(ADVERTISED))
+        annotated = _advertised_host(string_map(metadata_of(obj).get("annotations")).get(ADVERTISED))
         if annotated:
             hosts.append(annotated)
     allowed = settings.policy.allowed_domains
@@ -470,26 +471,10 @@ def _violation(settings: Settings, rule: str, text: str) -> Violation:
     return Violation(rule, f"{text} (policy rule {rule})", mode_of(settings, rule))
 
 
-def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    metadata = obj.get("metadata")
-    return metadata if isinstance(metadata, Mapping) else {}
-
-
-def _spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    spec = obj.get("spec")
-    return spec if isinstance(spec, Mapping) else {}
-
-
 def _name(obj: Mapping[str, Any]) -> str:
-    metadata = _metadata(obj)
+    metadata = metadata_of(obj)
     name = metadata.get("name") or metadata.get("generateName")
     return str(name) if name else "(unnamed)"
-
-
-def _string_map(value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping):
-        return {}
-    return {str(k): v for k, v in value.items() if isinstance(v, str)}
 
 
 def _unique(items: Iterable[str]) -> list[str]:

@@ -55,6 +55,16 @@ from webhook.core.names import (
     SERVICE,
     STS_POD_NAME_LABEL,
 )
+from webhook.core.objects import (
+    annotations_of,
+    as_dict,
+    labels_of,
+    metadata_of,
+    name_of,
+    spec_of,
+    string_map,
+    uid_of,
+)
 from webhook.core.podspec import copy_json
 from webhook.core.services import broker_service, is_managed, selected_broker
 from webhook.core.settings import Settings
@@ -296,56 +306,19 @@ class NamespacePlan:
 # ------------------------------------------------------------------------------------- small readers
 
 
-def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:
-    value = obj.get("metadata")
-    return value if isinstance(value, dict) else {}
-
-
-def _spec(obj: Mapping[str, Any]) -> dict[str, Any]:
-    value = obj.get("spec")
-    return value if isinstance(value, dict) else {}
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _strings(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        return {}
-    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
-
-
-def labels_of(obj: Mapping[str, Any]) -> dict[str, str]:
-    return _strings(_meta(obj).get("labels"))
-
-
-def annotations_of(obj: Mapping[str, Any]) -> dict[str, str]:
-    return _strings(_meta(obj).get("annotations"))
-
-
-def name_of(obj: Mapping[str, Any]) -> str:
-    return str(_meta(obj).get("name") or "")
-
-
-def uid_of(obj: Mapping[str, Any]) -> str | None:
-    uid = _meta(obj).get("uid")
-    return uid if isinstance(uid, str) else None
-
-
 def is_opted_in(namespace: Mapping[str, Any] | None) -> bool:
     """A namespace opts in with the label `kafka-expose.io/inject: enabled` (as the webhook's selector)."""
     return namespace is not None and labels_of(namespace).get(OPT_IN_LABEL) == OPT_IN_VALUE
 
 
 def replicas_of(statefulset: Mapping[str, Any]) -> int:
-    replicas = _spec(statefulset).get("replicas", 1)
+    replicas = spec_of(statefulset).get("replicas", 1)
     return replicas if isinstance(replicas, int) and not isinstance(replicas, bool) else 1
 
 
 def ordinals_of(statefulset: Mapping[str, Any]) -> range:
     """The ordinals of the StatefulSet's slots: `spec.ordinals.start` (default 0) and `replicas` on."""
-    ordinals = _spec(statefulset).get("ordinals")
+    ordinals = spec_of(statefulset).get("ordinals")
     start = ordinals.get("start", 0) if isinstance(ordinals, dict) else 0
     start = start if isinstance(start, int) and not isinstance(start, bool) and start >= 0 else 0
     return range(start, start + max(0, replicas_of(statefulset)))
@@ -375,7 +348,7 @@ def controlling_statefulset(
 ) -> Mapping[str, Any] | None:
     """The StatefulSet of `statefulsets` (the pod's namespace's, as listed) that controls the pod: its
     ownerReference with `controller: true` names a StatefulSet whose uid and name match."""
-    for ref in _meta(pod).get("ownerReferences") or []:
+    for ref in metadata_of(pod).get("ownerReferences") or []:
         if not isinstance(ref, dict) or ref.get("controller") is not True:
             continue
         if ref.get("kind") != "StatefulSet" or not _in_apps(ref.get("apiVersion")):
@@ -419,7 +392,7 @@ def plan_from_pod(
 
 
 def _has_port(pod: Mapping[str, Any], port_name: str, number: int) -> bool:
-    containers = _spec(pod).get("containers")
+    containers = spec_of(pod).get("containers")
     for container in containers if isinstance(containers, list) else []:
         ports = container.get("ports") if isinstance(container, dict) else None
         for entry in ports if isinstance(ports, list) else []:
@@ -455,7 +428,7 @@ def immutable_settings(service: Mapping[str, Any]) -> dict[str, Any]:
             k: v for k, v in sorted(annotations_of(service).items()) if k in IMMUTABLE_ANNOTATIONS
         }
     }
-    balancer_class = _spec(service).get("loadBalancerClass")
+    balancer_class = spec_of(service).get("loadBalancerClass")
     if isinstance(balancer_class, str) and balancer_class:
         record["loadBalancerClass"] = balancer_class
     return record
@@ -476,7 +449,7 @@ def recorded_immutable_settings(service: Mapping[str, Any]) -> dict[str, Any]:
             and isinstance(record.get("annotations", {}), dict)
         ):
             return {
-                "annotations": _strings(record.get("annotations", {})),
+                "annotations": string_map(record.get("annotations", {})),
                 **(
                     {"loadBalancerClass": record["loadBalancerClass"]}
                     if isinstance(record.get("loadBalancerClass"), str)
@@ -523,14 +496,14 @@ def owned_fields(service: Mapping[str, Any], manager: str = FIELD_MANAGER) -> se
     """The fields `manager` owns on `service` (from managedFields), as (section, key) pairs:
     ("labels", k), ("annotations", k), ("ownerReferences", uid), ("spec", field), ("ports", port/proto)."""
     owned: set[tuple[str, str]] = set()
-    entries = _meta(service).get("managedFields")
+    entries = metadata_of(service).get("managedFields")
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict) or entry.get("manager") != manager or entry.get("subresource"):
             continue
         fields = entry.get("fieldsV1")
         if not isinstance(fields, dict):
             continue
-        metadata = _dict(fields.get("f:metadata"))
+        metadata = as_dict(fields.get("f:metadata"))
         for section in ("labels", "annotations"):
             keys = metadata.get(f"f:{section}")
             for key in keys if isinstance(keys, dict) else {}:
@@ -543,7 +516,7 @@ def owned_fields(service: Mapping[str, Any], manager: str = FIELD_MANAGER) -> se
                     owned.add(("ownerReferences", str(json.loads(key[2:]).get("uid"))))
                 except (ValueError, AttributeError):
                     continue
-        spec = _dict(fields.get("f:spec"))
+        spec = as_dict(fields.get("f:spec"))
         for key in spec:
             if key.startswith("f:") and key[2:] in OWN_SPEC_FIELDS:
                 owned.add(("spec", key[2:]))
@@ -558,7 +531,7 @@ def owned_fields(service: Mapping[str, Any], manager: str = FIELD_MANAGER) -> se
 
 
 def _fields_of(service: Mapping[str, Any]) -> set[tuple[str, str]]:
-    meta, spec = _meta(service), _spec(service)
+    meta, spec = metadata_of(service), spec_of(service)
     result = {("labels", k) for k in labels_of(service)} | {
         ("annotations", k) for k in annotations_of(service)
     }
@@ -573,7 +546,7 @@ def _fields_of(service: Mapping[str, Any]) -> set[tuple[str, str]]:
 def has_create_ownership(service: Mapping[str, Any], manager: str = FIELD_MANAGER) -> bool:
     """Whether `manager` still owns fields through an Update (the create), not an Apply: those fields
     would never be pruned by a later apply, so the ownership is converted first."""
-    entries = _meta(service).get("managedFields")
+    entries = metadata_of(service).get("managedFields")
     return any(
         isinstance(e, dict) and e.get("manager") == manager and e.get("operation") == "Update"
         for e in (entries if isinstance(entries, list) else [])
@@ -595,12 +568,12 @@ def drift(desired: Mapping[str, Any], observed: Mapping[str, Any], manager: str 
         if observed_annotations.get(key) != value:
             reasons.append(f"annotation {key}")
     observed_owners = {
-        r.get("uid") for r in _meta(observed).get("ownerReferences") or [] if isinstance(r, dict)
+        r.get("uid") for r in metadata_of(observed).get("ownerReferences") or [] if isinstance(r, dict)
     }
-    for ref in _meta(desired).get("ownerReferences") or []:
+    for ref in metadata_of(desired).get("ownerReferences") or []:
         if ref.get("uid") not in observed_owners:
             reasons.append(f"ownerReference to {ref.get('kind')} {ref.get('name')}")
-    want, have = _spec(desired), _spec(observed)
+    want, have = spec_of(desired), spec_of(observed)
     for key in ("type", "selector", "externalTrafficPolicy", "loadBalancerClass", "loadBalancerSourceRanges"):
         if key in want and want[key] != have.get(key):
             reasons.append(f"spec.{key}")
@@ -637,15 +610,15 @@ def proven_owner(
     created-with record, fields owned by kafka-expose's field manager, and an ownerReference to a
     StatefulSet of `statefulsets` (the Service's namespace's) by uid. Only such a Service is ever
     updated, replaced or deleted."""
-    if not is_managed(service) or _spec(service).get("type") != "LoadBalancer":
+    if not is_managed(service) or spec_of(service).get("type") != "LoadBalancer":
         return None
     if CREATED_WITH not in annotations_of(service):
         return None
-    entries = _meta(service).get("managedFields")
+    entries = metadata_of(service).get("managedFields")
     if not any(isinstance(e, dict) and e.get("manager") == manager for e in entries or []):
         return None
     by_uid = {uid_of(s): s for s in statefulsets if uid_of(s)}
-    for ref in _meta(service).get("ownerReferences") or []:
+    for ref in metadata_of(service).get("ownerReferences") or []:
         if isinstance(ref, dict) and ref.get("kind") == "StatefulSet" and _in_apps(ref.get("apiVersion")):
             owner = by_uid.get(ref.get("uid") if isinstance(ref.get("uid"), str) else None)
             if owner is not None and name_of(owner) == ref.get("name"):
@@ -658,7 +631,7 @@ def is_chart_load_balancer(service: Mapping[str, Any], pod: str) -> bool:
     (`statefulset.kubernetes.io/pod-name`, or incubator/kafka 0.9's `pod` label)."""
     return (
         not is_managed(service)
-        and _spec(service).get("type") == "LoadBalancer"
+        and spec_of(service).get("type") == "LoadBalancer"
         and selected_broker(service) == pod
     )
 
@@ -676,11 +649,11 @@ def unexposed_pod_selectors(
     `matchLabels` selectors (what the charts use); others are not checked."""
     selectors: dict[str, str] = {}
     for statefulset in statefulsets:
-        template = _dict(_spec(statefulset).get("template"))
+        template = as_dict(spec_of(statefulset).get("template"))
         if labels_of(template).get(EXPOSED_LABEL) == "true":
             continue
-        selector = _dict(_spec(statefulset).get("selector"))
-        match = _strings(selector.get("matchLabels"))
+        selector = as_dict(spec_of(statefulset).get("selector"))
+        match = string_map(selector.get("matchLabels"))
         if not match or set(selector) - {"matchLabels"}:
             continue
         try:
@@ -698,7 +671,7 @@ def unexposed_pod_selectors(
 def _unexposed(state: NamespaceState, statefulsets: Mapping[str, Mapping[str, Any]]) -> list[Unexposed]:
     actions = []
     for pod in sorted(state.unexposed_pods, key=name_of):
-        if _meta(pod).get("deletionTimestamp") or labels_of(pod).get(EXPOSED_LABEL) == "true":
+        if metadata_of(pod).get("deletionTimestamp") or labels_of(pod).get(EXPOSED_LABEL) == "true":
             continue
         owner = controlling_statefulset(pod, list(statefulsets.values()))
         if owner is None:
@@ -739,7 +712,7 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
         if owner is None or plan is None or plan.ordinal is None or not plan.service_name:
             continue
         sts = name_of(owner)
-        if (differences := recorded_differences(pod, plan)) and not _meta(pod).get("deletionTimestamp"):
+        if (differences := recorded_differences(pod, plan)) and not metadata_of(pod).get("deletionTimestamp"):
             reports.append(
                 AnnotationsIgnored(
                     namespace=ns,
@@ -770,7 +743,7 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
         ours = existing_owner is not None
         target: Mapping[str, Any] | None = None  # the load balancer of this broker, if any
 
-        if existing is not None and _meta(existing).get("deletionTimestamp"):
+        if existing is not None and metadata_of(existing).get("deletionTimestamp"):
             continue  # being deleted (a cloud finalizer): recreated once it is gone
         if not state.opted_in:
             # Nothing is created or repaired; a Service kept on opt-out still reports its address.
@@ -832,7 +805,7 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
 
         address = load_balancer_address(target) if target is not None else None
         pod_annotations = annotations_of(pod)
-        if address != pod_annotations.get(LOAD_BALANCER) and not _meta(pod).get("deletionTimestamp"):
+        if address != pod_annotations.get(LOAD_BALANCER) and not metadata_of(pod).get("deletionTimestamp"):
             reports.append(
                 ReportAddress(
                     namespace=ns,
@@ -852,7 +825,7 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
     for service in sorted(state.services, key=name_of):
         name = name_of(service)
         owner = proven_owner(service, state.statefulsets)
-        if owner is None or _meta(service).get("deletionTimestamp"):
+        if owner is None or metadata_of(service).get("deletionTimestamp"):
             continue  # not provably ours (never touched), or a StatefulSet gone: the garbage collector's
         labels = labels_of(service)
         sts_name = name_of(owner)
@@ -915,7 +888,7 @@ def _certificates(
     actions: list[Action] = []
     for name, sts in sorted(statefulsets.items()):
         cert = certificate_name(name)
-        if not state.opted_in or cert not in serving or _meta(sts).get("deletionTimestamp"):
+        if not state.opted_in or cert not in serving or metadata_of(sts).get("deletionTimestamp"):
             continue
         plans = mutate({**sts, "kind": "StatefulSet"}, settings, ns).plans[:1]
         objects = planned_objects(plans, settings, replicas=replicas_of(sts), owner=sts)
@@ -943,7 +916,7 @@ def _certificates(
         observed.pop(cert, None)  # planned: not a leftover
     for cert, current in sorted(observed.items()):
         owner = owners.get(cert)
-        if owner is None or not _owned_by(current, owner) or _meta(current).get("deletionTimestamp"):
+        if owner is None or not _owned_by(current, owner) or metadata_of(current).get("deletionTimestamp"):
             continue  # not provably ours (or going)
         actions.append(
             DeleteCertificate(
@@ -963,7 +936,7 @@ def _restart_after_renewal(
     """The first broker (by ordinal) whose containers started before the certificate's notBefore,
     when every broker of the StatefulSet is Ready and none is going: a rolling restart of one broker
     per reconcile, so the cluster keeps its replicas in sync meanwhile."""
-    status = _dict(certificate.get("status"))
+    status = as_dict(certificate.get("status"))
     renewed = _timestamp(status.get("notBefore"))
     ready = any(
         c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
@@ -973,7 +946,7 @@ def _restart_after_renewal(
     name = name_of(statefulset)
     pods = {name_of(p): p for p in state.pods if controlling_statefulset(p, [statefulset]) is statefulset}
     brokers = [pods.get(f"{name}-{i}") for i in ordinals_of(statefulset)]
-    if any(p is None or _meta(p).get("deletionTimestamp") or not _pod_ready(p) for p in brokers):
+    if any(p is None or metadata_of(p).get("deletionTimestamp") or not _pod_ready(p) for p in brokers):
         return []  # a broker is missing, going or not Ready: wait for it
     for pod in brokers:
         assert pod is not None  # checked above
@@ -1007,7 +980,7 @@ def _timestamp(value: Any) -> float | None:
 
 
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
-    conditions = _dict(pod.get("status")).get("conditions") or []
+    conditions = as_dict(pod.get("status")).get("conditions") or []
     return any(
         isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
     )
@@ -1016,8 +989,8 @@ def _pod_ready(pod: Mapping[str, Any]) -> bool:
 def _started(pod: Mapping[str, Any]) -> float | None:
     """When the last of the pod's containers started (what it mounted is at least that recent)."""
     times = [
-        _timestamp(_dict(_dict(c).get("state")).get("running", {}).get("startedAt"))
-        for c in _dict(pod.get("status")).get("containerStatuses") or []
+        _timestamp(as_dict(as_dict(c).get("state")).get("running", {}).get("startedAt"))
+        for c in as_dict(pod.get("status")).get("containerStatuses") or []
     ]
     known = [t for t in times if t is not None]
     return max(known) if known else None
@@ -1025,14 +998,14 @@ def _started(pod: Mapping[str, Any]) -> float | None:
 
 def _owned_by(certificate: Mapping[str, Any], statefulset: Mapping[str, Any]) -> bool:
     uid = uid_of(statefulset)
-    owners = _meta(certificate).get("ownerReferences") or []
+    owners = metadata_of(certificate).get("ownerReferences") or []
     return uid is not None and any(
         isinstance(o, dict) and o.get("kind") == "StatefulSet" and o.get("uid") == uid for o in owners
     )
 
 
 def _certificate_drift(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> bool:
-    spec, seen = _spec(desired), _spec(observed)
+    spec, seen = spec_of(desired), spec_of(observed)
     return any(seen.get(key) != value for key, value in spec.items())
 
 
@@ -1043,11 +1016,11 @@ def _capped(actions: list[Action], state: NamespaceState, settings: Settings) ->
     cap = settings.policy.max_load_balancers_per_namespace
     if cap is None or policy.mode_of(settings, policy.LOAD_BALANCER_CAP) == "off":
         return actions
-    count = sum(1 for s in state.services if _spec(s).get("type") == "LoadBalancer")
+    count = sum(1 for s in state.services if spec_of(s).get("type") == "LoadBalancer")
     result: list[Action] = []
     for action in actions:
         if isinstance(action, Create) and count >= cap:
-            pod = str(_spec(action.desired).get("selector", {}).get(STS_POD_NAME_LABEL, ""))
+            pod = str(spec_of(action.desired).get("selector", {}).get(STS_POD_NAME_LABEL, ""))
             result.append(
                 CapReached(
                     namespace=action.namespace,
@@ -1074,7 +1047,7 @@ EXTERNAL_DNS_PREFIX = EXTERNAL_DNS.rpartition("/")[0] + "/"  # hostname, interna
 def in_audit_scope(service: Mapping[str, Any]) -> bool:
     """What the audit looks at: every LoadBalancer or NodePort Service, and every Service with
     external-dns annotations or externalIPs."""
-    spec = _spec(service)
+    spec = spec_of(service)
     return (
         spec.get("type") in ("LoadBalancer", "NodePort")
         or bool(spec.get("externalIPs"))
@@ -1093,7 +1066,7 @@ def audit_services(state: NamespaceState, settings: Settings) -> list[AuditViola
     for service in sorted(state.services, key=name_of):
         if not in_audit_scope(service) or proven_owner(service, state.statefulsets) is not None:
             continue
-        if _meta(service).get("deletionTimestamp"):
+        if metadata_of(service).get("deletionTimestamp"):
             continue
         try:
             violations = policy.assess(
@@ -1139,7 +1112,7 @@ def _repair(service: Mapping[str, Any], rules: Sequence[str]) -> list[dict[str, 
     """JSON patch operations that make `service` safe, conditioned on its uid and resourceVersion: no
     load balancer nor node port in front of the brokers (type ClusterIP, no externalIPs) when it is not
     internal or open too widely, and no external-dns names when they are not allowed."""
-    meta, spec = _meta(service), _spec(service)
+    meta, spec = metadata_of(service), spec_of(service)
     operations: list[dict[str, Any]] = [
         {"op": "test", "path": "/metadata/uid", "value": meta.get("uid")},
         {"op": "test", "path": "/metadata/resourceVersion", "value": meta.get("resourceVersion")},
@@ -1162,7 +1135,10 @@ def _keep_in_line(
     existing: Mapping[str, Any], desired: dict[str, Any], settings: Settings, statefulset: str
 ) -> list[Action]:
     """Actions for a Service we manage: replace it, report a kept immutable change, or repair drift."""
-    ns, name = str(_meta(existing).get("namespace") or desired["metadata"]["namespace"]), name_of(existing)
+    ns, name = (
+        str(metadata_of(existing).get("namespace") or desired["metadata"]["namespace"]),
+        name_of(existing),
+    )
     actions: list[Action] = []
     recorded = recorded_immutable_settings(existing)
     wanted = immutable_settings(desired)
@@ -1201,7 +1177,7 @@ def _keep_in_line(
                 statefulset=statefulset,
                 desired=desired,
                 uid=uid_of(existing),
-                resource_version=str(_meta(existing).get("resourceVersion") or "") or None,
+                resource_version=str(metadata_of(existing).get("resourceVersion") or "") or None,
                 convert_ownership=has_create_ownership(existing),
             )
         )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from webhook.core.names import CERTIFICATE, EXTERNAL_DNS
+from webhook.core.objects import annotations_of, name_of
 from webhook.core.policy import assess, internal_load_balancer_changes
 from webhook.core.reconcile import (
     Conflict,
@@ -24,11 +25,9 @@ from webhook.core.reconcile import (
     Replace,
     Unexposed,
     Update,
-    annotations_of,
     chart_load_balancer,
     controlling_statefulset,
     load_balancer_address,
-    name_of,
     plan_from_pod,
     plan_namespace,
 )

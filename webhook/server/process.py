@@ -250,7 +250,7 @@ def _ca_injected_check(cert_dir: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m webhook.serve ...`: the serve sub-command on its own."""
+    """`python -m webhook.server.process ...`: the serve sub-command on its own."""
     parser = argparse.ArgumentParser(prog="kafka-expose serve")
     add_arguments(parser)
     return run(parser.parse_args(argv))

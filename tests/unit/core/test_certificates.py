@@ -29,7 +29,7 @@ from webhook.core.certificates import (
 )
 from webhook.core.names import CERTIFICATE, SECURITY_PROTOCOL, TLS_ISSUER_OVERRIDE, TLS_SECRET
 from webhook.core.overrides import settings_for_namespace
-from webhook.core.policy import evaluate as evaluate_policy
+from webhook.core.policy import Violation, assess
 from webhook.core.reconcile import (
     ApplyCertificate,
     CertificateConflict,
@@ -68,6 +68,10 @@ CASES = [
     ("manifest:per-pod-file-init.yaml", "pem"),  # per-pod file by an init container
     ("manifest:shell-start-no-exec.yaml", "pem"),  # a shell script without exec
 ]
+
+
+def evaluate_policy(obj: dict[str, Any], settings: Settings) -> list[Violation]:
+    return list(assess(obj, settings, namespace="kafka", load_balancers_in_namespace=None).violations)
 
 
 def external_name(clear: Broker, host: str) -> str:
@@ -314,14 +318,17 @@ def test_after_a_renewal_one_broker_at_a_time_restarts_to_serve_it() -> None:
 
 def test_encrypted_external_listener_rule_is_off_unless_set() -> None:
     pod, _ = broker_pod("manifest:apache-kraft-env.yaml")
-    assert evaluate_policy(pod, PLAIN, namespace="kafka", load_balancers_in_namespace=None) == []
+    assert evaluate_policy(pod, PLAIN) == []
     strict = parse_settings(
-        {"policy": {"mode": "enforce", "rules": {"encryptedExternalListener": "enforce"}}}
+        {
+            "loadBalancer": {"cloud": "aws"},  # an enforced policy needs internal load balancers
+            "policy": {"mode": "enforce", "rules": {"encryptedExternalListener": "enforce"}},
+        }
     )
-    [violation] = evaluate_policy(pod, strict, namespace="kafka", load_balancers_in_namespace=None)
+    [violation] = evaluate_policy(pod, strict)
     assert violation.rule == "encryptedExternalListener" and "clear text (PLAINTEXT)" in violation.message
     strict_tls = strict.model_copy(update={"tls": TLS.tls})
-    assert evaluate_policy(pod, strict_tls, namespace="kafka", load_balancers_in_namespace=None) == []
+    assert evaluate_policy(pod, strict_tls) == []
 
 
 def test_a_namespace_gets_another_issuer_only_within_the_policy() -> None:
