@@ -221,12 +221,15 @@ def kafka_container(pod: dict[str, Any], settings: Settings) -> dict[str, Any]:
     return container
 
 
-def install(world: World, render: str, namespace: str, opted_in: bool) -> Installed:
-    """`helm install` of a stock render: its objects created unchanged; wait for every pod."""
+def install(
+    world: World, render: str, namespace: str, opted_in: bool, docs: list[dict[str, Any]] | None = None
+) -> Installed:
+    """`helm install` of a stock render (or of `docs`, named `render`): its objects created
+    unchanged; wait for every pod."""
     t0 = time.monotonic()
     world.namespaces.add(namespace)
     ensure_namespace(world.api, namespace, opted_in=opted_in)
-    docs = load_render(render)
+    docs = load_render(render) if docs is None else docs
     created, skipped = apply_objects(world.api, docs, namespace)
     expected = {
         f"{s['metadata']['name']}-{i}" for s in statefulsets(docs) for i in range(s["spec"]["replicas"])

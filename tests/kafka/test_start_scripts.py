@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -36,38 +35,18 @@ from tests.kafka.test_e2e import (
     assert_no_unexpected_rewrites,
     assert_roundtrip,
     exposed_brokers,
+    install,
     roundtrip,
     start_brokers,
     wait_for_load_balancers,
 )
-from tests.support.e2e import list_objects
 from tests.support.expectations import own_manifest
-from tests.support.podfactory import load_render, statefulsets
-from tests.support.webhookcluster import apply_objects, ensure_namespace, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(900)]
 
 world = test_e2e.world  # the same world, for this module (module scope)
 
 _JAAS_USER = re.compile(r'user_([^=\s]+)="([^"]*)"')
-
-
-def install_docs(world: World, docs: list[dict[str, Any]], what: str, namespace: str) -> Installed:
-    """Objects created unchanged into an opted-in namespace; wait for every pod as stored."""
-    world.namespaces.add(namespace)
-    ensure_namespace(world.api, namespace, opted_in=True)
-    created, _ = apply_objects(world.api, docs, namespace)
-    expected = {
-        f"{s['metadata']['name']}-{i}" for s in statefulsets(docs) for i in range(s["spec"]["replicas"])
-    }
-
-    def all_pods() -> dict[str, dict[str, Any]] | None:
-        pods = {p["metadata"]["name"]: p for p in list_objects(world.api, "pods", namespace)}
-        return pods if expected <= set(pods) else None
-
-    pods = wait_for(all_pods, timeout=120, interval=0.5, what=f"pods {sorted(expected)} in {namespace}")
-    print(f"\n[install] {what} -> namespace {namespace} (opted in): {len(created)} objects created unchanged")
-    return Installed(namespace, docs, {name: pods[name] for name in sorted(expected)})
 
 
 def external_listeners(running: Brokers, brokers: list[str]) -> dict[str, tuple[str, str]]:
@@ -143,8 +122,8 @@ def run_through_every_broker(world: World, installed: Installed, topic: str) -> 
 def test_override_flags_on_the_real_kafka_server_start_script(world: World) -> None:
     """Mechanism 3: `kafka-server-start.sh FILE --override ...` as the container's command."""
     t0 = time.monotonic()
-    docs = own_manifest("start-command-override-quorum.yaml")
-    installed = install_docs(world, docs, "start-command-override-quorum.yaml", "kafka-start")
+    manifest = "start-command-override-quorum.yaml"
+    installed = install(world, manifest, "kafka-start", opted_in=True, docs=own_manifest(manifest))
     run_through_every_broker(world, installed, "e2e-start-override")
     print(f"[timing] mechanism 3 end to end: {time.monotonic() - t0:.1f}s")
 
@@ -153,6 +132,6 @@ def test_shell_prepared_file_then_exec_of_the_real_kafka_server_start_script(wor
     """Mechanism 1: the CloudPirates chart's shell writes its file and execs kafka-server-start.sh."""
     t0 = time.monotonic()
     render = "new/cloudpirates-kafka-0.1.4-default"
-    installed = install_docs(world, load_render(render), render, "kafka")
+    installed = install(world, render, "kafka", opted_in=True)
     run_through_every_broker(world, installed, "e2e-start-cloudpirates")
     print(f"[timing] mechanism 1 end to end: {time.monotonic() - t0:.1f}s")
