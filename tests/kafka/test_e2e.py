@@ -33,8 +33,10 @@ Run: `python -m pytest -m kafka -v -s` (prints rewrites, message counts and timi
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import os
+import shlex
 import shutil
 import socket
 import tempfile
@@ -48,7 +50,7 @@ import kubernetes.client
 import pytest
 from kubernetes.client.rest import ApiException
 
-from tests.support import ecosystem, kafkarun
+from tests.support import ecosystem, imagesim, kafkarun
 from tests.support.controlplane import ControlPlane
 from tests.support.e2e import (
     BrokerConfig,
@@ -58,6 +60,7 @@ from tests.support.e2e import (
     bound_node_agent,
     broker_config,
     list_objects,
+    pod_ip_for_downward_api,
     secret_data,
     service_dns_names,
 )
@@ -80,7 +83,12 @@ DOMAIN = "kafka.example.com"
 MESSAGES = 10_000
 LB_POOL = (f"127.0.0.{n}" for n in itertools.count(11))  # the cloud stand-in's addresses, never reused
 EXPOSED_LABEL = "kafka-expose.io/exposed"
-BROKER_NAMESPACES = ("kafka", "kafka-optout", "incubator")  # every namespace a test installs into
+BROKER_NAMESPACES = (
+    "kafka",
+    "kafka-optout",
+    "incubator",
+    "kafka-start",
+)  # every namespace a test installs into
 LB_ANNOTATION = "kafka-expose.io/load-balancer"
 
 
@@ -213,12 +221,15 @@ def kafka_container(pod: dict[str, Any], settings: Settings) -> dict[str, Any]:
     return container
 
 
-def install(world: World, render: str, namespace: str, opted_in: bool) -> Installed:
-    """`helm install` of a stock render: its objects created unchanged; wait for every pod."""
+def install(
+    world: World, render: str, namespace: str, opted_in: bool, docs: list[dict[str, Any]] | None = None
+) -> Installed:
+    """`helm install` of a stock render (or of `docs`, named `render`): its objects created
+    unchanged; wait for every pod."""
     t0 = time.monotonic()
     world.namespaces.add(namespace)
     ensure_namespace(world.api, namespace, opted_in=opted_in)
-    docs = load_render(render)
+    docs = load_render(render) if docs is None else docs
     created, skipped = apply_objects(world.api, docs, namespace)
     expected = {
         f"{s['metadata']['name']}-{i}" for s in statefulsets(docs) for i in range(s["spec"]["replicas"])
@@ -321,8 +332,27 @@ class Brokers:
             self.zookeeper.stop()
 
 
-def start_brokers(world: World, installed: Installed) -> Brokers:
-    """One Kafka process per Kafka pod, from the pod as stored; prints what is rewritten."""
+def real_start(
+    world: World, installed: Installed, dist: kafkarun.KafkaDist, config: BrokerConfig
+) -> kafkarun.StartCommand:
+    """The stored pod's own command, ending in the real kafka-server-start.sh of a distribution
+    layout (tests/support/kafka-bin): volumes as directories, mount paths and tool paths mapped."""
+    ns = installed.namespace
+    bin_dir = kafkarun.distribution_layout(dist, world.workdir / ns / "kafka-dist")
+    root = world.workdir / ns / "pods" / config.pod
+    with pod_ip_for_downward_api(config.ip):
+        argv, env, log = imagesim.real_start_command(
+            copy.deepcopy(installed.pods[config.pod]), world.settings, installed.docs, root, bin_dir
+        )
+    if log.strip():
+        print(f"  {config.pod}: init containers: {log.strip()}")
+    return kafkarun.StartCommand(argv, env, root)
+
+
+def start_brokers(world: World, installed: Installed, start_scripts: bool = False) -> Brokers:
+    """One Kafka process per Kafka pod, from the pod as stored; prints what is rewritten.
+    start_scripts: a pod whose broker runs kafka-server-start.sh runs its own command with the real
+    script (else kafkarun starts kafka.Kafka with the properties the script would have read)."""
     t0 = time.monotonic()
     ns, docs = installed.namespace, installed.docs
     kafka_pods = installed.kafka_pods(world.settings)
@@ -367,6 +397,8 @@ def start_brokers(world: World, installed: Installed) -> Brokers:
             hostnames=config.dns_names,
             heap="256m" if controller_only else "320m",
         )
+        if start_scripts and config.flavor == "start-command":
+            node.start = real_start(world, installed, dist, config)
         prepare = next(
             (
                 c
@@ -406,8 +438,17 @@ def start_brokers(world: World, installed: Installed) -> Brokers:
             print(
                 f"  ZooKeeper: one standalone ZooKeeper {zookeeper.connect} for the chart's ensemble, as {zookeeper.hostnames[0]}"
             )
+        for node in nodes:
+            if node.start is not None:
+                print(f"  {node.name}: its own command, run for real: {shlex.join(node.start.argv)}")
+                print(
+                    f"    and as the last overrides (JAVA_HOME/bin/java): {shlex.join(cluster.overrides(node))}"
+                )
         t1 = time.monotonic()
         cluster.start(timeout=240)
+        for node in nodes:
+            if node.start is not None:
+                print(f"  {node.name}: JVM environment set by the harness: {node.start.harness_env}")
     except BaseException:
         brokers.stop()
         raise

@@ -234,7 +234,9 @@ class _PodFiles:
     from the render, everything else empty; nothing else of the root filesystem is writable (read-only
     root, as these charts set it): TMPDIR points nowhere, kafka tools are stubs that record what they ran."""
 
-    def __init__(self, pod: dict[str, Any], docs: list[dict[str, Any]], root: Path) -> None:
+    def __init__(
+        self, pod: dict[str, Any], docs: list[dict[str, Any]], root: Path, bin_dir: Path | None = None
+    ) -> None:
         self.root = root
         config_maps = {d["metadata"]["name"]: d for d in docs if d.get("kind") in ("ConfigMap", "Secret")}
         self.volumes: dict[str, Path] = {}
@@ -246,9 +248,12 @@ class _PodFiles:
             for key, value in ((doc or {}).get("data") or {}).items():
                 (path / key).write_text(str(value))
             self.volumes[volume["name"]] = path
+        self.record = root / "started"
+        if bin_dir is not None:  # a real distribution's bin/ (kafkarun.distribution_layout)
+            self.bin = bin_dir
+            return
         self.bin = root / "bin"
         self.bin.mkdir()
-        self.record = root / "started"
         start = self.bin / "kafka-server-start.sh"
         start.write_text(
             "#!/bin/sh\n"
@@ -272,12 +277,18 @@ class _PodFiles:
         pattern = "|".join(re.escape(p) for p in targets)
         return re.sub(rf"(?<![\w.-])({pattern})(?=$|[/\s\"';])", lambda m: targets[m.group(1)], text)
 
-    def run(self, pod: dict[str, Any], container: dict[str, Any], words: list[str]) -> str:
+    def command(
+        self, pod: dict[str, Any], container: dict[str, Any], words: list[str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """The container's words with mount paths mapped here and its env, `bin` first on PATH."""
         env = {**container_env(pod, container), "HOSTNAME": pod["metadata"]["name"], "TMPDIR": "/nonexistent"}
         words = [self.rewrite(container, expand(word, env)) for word in words]
         if os.path.basename(words[0]) in _SHELLS:
             words[0] = os.path.basename(words[0])
-        clean = {"PATH": f"{self.bin}:" + os.environ.get("PATH", "/usr/bin:/bin"), **env}
+        return words, {"PATH": f"{self.bin}:" + os.environ.get("PATH", "/usr/bin:/bin"), **env}
+
+    def run(self, pod: dict[str, Any], container: dict[str, Any], words: list[str]) -> str:
+        words, clean = self.command(pod, container, words)
         result = subprocess.run(
             words, env=clean, capture_output=True, text=True, timeout=30, cwd=self.root, check=False
         )
@@ -301,24 +312,49 @@ class _PodFiles:
         return props, args
 
 
+def _run_init_containers(files: _PodFiles, pod: dict[str, Any]) -> str:
+    log = ""
+    for init in pod["spec"].get("initContainers") or []:
+        if os.path.basename(str((init.get("command") or [""])[0])) in _SHELLS:
+            log += files.run(pod, init, [*(init.get("command") or []), *(init.get("args") or [])])
+    return log
+
+
+def _main_words(container: dict[str, Any], family: Family) -> list[str]:
+    words = [*(container.get("command") or []), *(container.get("args") or [])]
+    if not container.get("command") and family.entrypoint:
+        words = [family.entrypoint, *words]
+    return words
+
+
 def start_command(
     pod: dict[str, Any], container: dict[str, Any], family: Family, docs: list[dict[str, Any]]
 ) -> Broker:
     """Run the pod's init containers' and the broker's shell commands for real over its volumes."""
     with tempfile.TemporaryDirectory() as tmp:
         files = _PodFiles(pod, docs, Path(tmp))
-        log = ""
-        for init in pod["spec"].get("initContainers") or []:
-            if os.path.basename(str((init.get("command") or [""])[0])) in _SHELLS:
-                log += files.run(pod, init, [*(init.get("command") or []), *(init.get("args") or [])])
-        words = [*(container.get("command") or []), *(container.get("args") or [])]
-        if not container.get("command") and family.entrypoint:
-            words = [family.entrypoint, *words]
-        log += files.run(pod, container, words)
+        log = _run_init_containers(files, pod)
+        log += files.run(pod, container, _main_words(container, family))
         props, argv = files.started()
         started = Path(f"{files.record}.file")
         text = started.read_text() if started.exists() else ""
         return Broker(props, "start-command", log, container_env(pod, container), argv, text)
+
+
+def real_start_command(
+    pod: dict[str, Any], settings: Settings, docs: list[dict[str, Any]], root: Path, bin_dir: Path
+) -> tuple[list[str], dict[str, str], str]:
+    """For a pod whose broker runs kafka-server-start.sh: its volumes under ``root`` (kept), its shell
+    init containers run, and its main command with the tool paths mapped to ``bin_dir`` (a real
+    distribution's bin/, also first on PATH) -> (argv, env, init log), to be started for real."""
+    container, family = next(
+        (c, f) for c in pod["spec"]["containers"] if (f := container_family(c, settings)) is not None
+    )
+    assert _runs_start_script(container, family), "the broker does not run kafka-server-start.sh"
+    files = _PodFiles(pod, docs, root, bin_dir)
+    log = _run_init_containers(files, pod)
+    argv, env = files.command(pod, container, _main_words(container, family))
+    return argv, env, log
 
 
 def evaluate(
@@ -368,4 +404,4 @@ def evaluate(
     return Broker(env_to_properties(env, family), "env", "", env)
 
 
-__all__ = ["FAMILIES", "Broker", "evaluate"]
+__all__ = ["FAMILIES", "Broker", "evaluate", "real_start_command"]

@@ -337,7 +337,9 @@ def _kill_all_at_exit() -> None:
 _SETPRIV = shutil.which("setpriv")
 
 
-def _spawn(argv: Sequence[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: Sequence[str], log: Path, cwd: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start argv in its own process group (session), output to ``log``.
 
     With util-linux setpriv, the child also gets PDEATHSIG=KILL, so it dies with the
@@ -356,6 +358,7 @@ def _spawn(argv: Sequence[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=cwd,
+            env=None if env is None else dict(env),
             start_new_session=True,
         )  # own process group
     _live.add(p)
@@ -402,26 +405,82 @@ def random_kafka_uuid() -> str:
             return s
 
 
-def _jvm_common(tmp: Path, dist: KafkaDist, heap: str, extra: Sequence[str]) -> list[str]:
+def _jvm_options(tmp: Path, dist: KafkaDist) -> tuple[list[str], str]:
+    """The JVM options of every process here (GC, DNS caching off) and the log4j option (console)."""
     sec = tmp / "java.security.properties"
     if not sec.exists():
         sec.parent.mkdir(parents=True, exist_ok=True)
         # no JVM DNS caching: entries added to the private hosts file are seen at once
         sec.write_text("networkaddress.cache.ttl=0\nnetworkaddress.cache.negative.ttl=0\n")
-    args = [java_bin(), f"-Xmx{heap}", *DEFAULT_JVM_OPTS, f"-Djava.security.properties={sec}"]
+    options = [*DEFAULT_JVM_OPTS, f"-Djava.security.properties={sec}"]
     if dist.log4j2:
         cfg = tmp / "log4j2.properties"
         if not cfg.exists():
             cfg.write_text(_LOG4J2)
-        args.append(f"-Dlog4j2.configurationFile={cfg}")
-    else:
-        cfg = tmp / "log4j.properties"
-        if not cfg.exists():
-            cfg.write_text(_LOG4J1)
-        args.append(f"-Dlog4j.configuration=file:{cfg}")
-    args += list(extra)
-    args += ["-cp", dist.classpath]
-    return args
+        return options, f"-Dlog4j2.configurationFile={cfg}"
+    cfg = tmp / "log4j.properties"
+    if not cfg.exists():
+        cfg.write_text(_LOG4J1)
+    return options, f"-Dlog4j.configuration=file:{cfg}"
+
+
+def _jvm_common(tmp: Path, dist: KafkaDist, heap: str, extra: Sequence[str]) -> list[str]:
+    options, log4j = _jvm_options(tmp, dist)
+    return [java_bin(), f"-Xmx{heap}", *options, log4j, *extra, "-cp", dist.classpath]
+
+
+# ----------------------------------------------------------------------------
+# the distribution's own start scripts
+# ----------------------------------------------------------------------------
+
+#: Apache Kafka's bin/kafka-server-start.sh and bin/kafka-run-class.sh, unchanged (README there).
+KAFKA_BIN = Path(__file__).resolve().parent / "kafka-bin"
+START_SCRIPTS = ("kafka-server-start.sh", "kafka-run-class.sh")
+
+_STORAGE_STAND_IN = """#!/bin/sh
+# kafkarun: storage is formatted by the harness (KafkaCluster.format_commands, with the data dirs
+# it rewrote); a pod's own `kafka-storage.sh format` would format the image's paths.
+echo "kafkarun: kafka-storage.sh $* (formatted by the harness)"
+"""
+
+
+def distribution_layout(dist: KafkaDist, dest: Path) -> Path:
+    """``dest`` laid out as the Kafka distribution is (``bin/`` beside ``libs/``): the vendored start
+    scripts in ``bin/``, ``libs`` a symlink to the cached jars, so ``kafka-run-class.sh`` builds its
+    class path from ``$base_dir/libs/*`` as in the image. Returns ``dest/bin``."""
+    bin_dir = dest / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name in START_SCRIPTS:
+        shutil.copy2(KAFKA_BIN / name, bin_dir / name)
+    storage = bin_dir / "kafka-storage.sh"
+    storage.write_text(_STORAGE_STAND_IN)
+    storage.chmod(0o755)
+    libs = dest / "libs"
+    if not libs.exists():
+        libs.symlink_to(dist.libs.resolve(), target_is_directory=True)
+    return bin_dir
+
+
+@dataclass
+class StartCommand:
+    """A pod's own main command (it ends in the real kafka-server-start.sh of distribution_layout):
+    argv and env as the container has them, mount paths mapped to directories under ``cwd``."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    #: set by KafkaCluster: what the harness sets besides (JVM environment, JAVA_HOME)
+    harness_env: dict[str, str] = field(default_factory=dict)
+
+
+_JAVA_SHIM = """#!/bin/sh
+# kafkarun: the real java; kafka.Kafka gets the harness's rewrites as its LAST --override flags
+# (they win over the pod's file and its own overrides, as kafka.Kafka applies them in order).
+case " $* " in
+  *" kafka.Kafka "*) exec {java} "$@" {overrides} ;;
+esac
+exec {java} "$@"
+"""
 
 
 _LOG4J2 = """\
@@ -549,6 +608,8 @@ class KafkaNode:
     props: dict[str, str]
     hostnames: Sequence[str] = ()
     heap: str | None = None
+    #: run the pod's own command (the real kafka-server-start.sh) instead of java kafka.Kafka
+    start: StartCommand | None = None
 
     # filled in by KafkaCluster
     dir_id: str = field(default_factory=random_kafka_uuid, repr=False)  # KRaft directory.id
@@ -957,6 +1018,9 @@ class KafkaCluster:
 
     def _start_node(self, n: KafkaNode) -> None:
         assert n.dir is not None
+        if n.start is not None:
+            self._start_command(n, n.start)
+            return
         argv = [
             *_jvm_common(self.workdir, self.dist, n.heap or self.heap, self.jvm_opts),
             f"-Dkafka.logs.dir={n.dir / 'logs'}",
@@ -964,6 +1028,37 @@ class KafkaCluster:
             str(n.dir / "server.properties"),
         ]
         n.process = _spawn(argv, n.log_file, n.dir)
+
+    def overrides(self, node: KafkaNode) -> list[str]:
+        """The rewrites of ``node`` as kafka.Kafka ``--override key=value`` arguments."""
+        return [
+            word
+            for r in self.rewrites
+            if r.node == node.name
+            for word in ("--override", f"{r.key}={node.final_props[r.key]}")
+        ]
+
+    def _start_command(self, n: KafkaNode, start: StartCommand) -> None:
+        """The pod's own command with the real kafka-server-start.sh; the harness sets only the JVM
+        environment the scripts read (heap, GC, log4j to the console, DNS caching off, LOG_DIR under
+        the node's dir) and JAVA_HOME, whose java appends the rewrites as the last overrides."""
+        assert n.dir is not None
+        options, log4j = _jvm_options(self.workdir, self.dist)
+        home = n.dir / "java-home"
+        (home / "bin").mkdir(parents=True, exist_ok=True)
+        shim = home / "bin" / "java"
+        shim.write_text(
+            _JAVA_SHIM.format(java=shlex.quote(java_bin()), overrides=shlex.join(self.overrides(n)))
+        )
+        shim.chmod(0o755)
+        start.harness_env = {
+            "JAVA_HOME": str(home),
+            "KAFKA_HEAP_OPTS": f"-Xmx{n.heap or self.heap}",
+            "KAFKA_JVM_PERFORMANCE_OPTS": " ".join([*options, *self.jvm_opts]),
+            "KAFKA_LOG4J_OPTS": log4j,
+            "LOG_DIR": str(n.dir / "logs"),
+        }
+        n.process = _spawn(start.argv, n.log_file, start.cwd, {**start.env, **start.harness_env})
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
