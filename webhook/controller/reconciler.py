@@ -11,10 +11,7 @@ from typing import Any
 
 from webhook.config import SettingsStore
 from webhook.controller.metrics import WRITES, Metrics
-from webhook.core.names import CERT_MANAGER_VERSION, EXPOSED_LABEL, FIELD_MANAGER, LOAD_BALANCER
-from webhook.core.overrides import settings_for_namespace
-from webhook.core.reconcile import (
-    UNCHECKED,
+from webhook.core.actions import (
     Action,
     AnnotationsIgnored,
     ApplyCertificate,
@@ -34,10 +31,11 @@ from webhook.core.reconcile import (
     Unexposed,
     Update,
     Wait,
-    is_opted_in,
-    plan_namespace,
-    unexposed_pod_selectors,
 )
+from webhook.core.audit import UNCHECKED
+from webhook.core.names import CERT_MANAGER_VERSION, EXPOSED_LABEL, FIELD_MANAGER, LOAD_BALANCER
+from webhook.core.overrides import settings_for_namespace
+from webhook.core.reconcile import is_opted_in, plan_namespace, unexposed_pod_selectors
 from webhook.core.services import is_managed
 from webhook.core.settings import Settings
 from webhook.kube.client import ApiError, Kube

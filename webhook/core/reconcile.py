@@ -19,34 +19,63 @@ lifecycle rule is a unit test:
   IMMUTABLE_ANNOTATIONS) are recorded at creation; a change replaces the Service only when
   `replaceOnImmutableChange` says so.
 
-Over 400 lines, knowingly: the actions, the readers, ownership (plan_from_pod, proven_owner), drift
-and the audit are one planner's parts; they split into core/drift.py and core/ownership.py (with the
-readers in their own module) once the tls branch's Certificate actions, which edit this same file,
-have landed, so that the split is one move and not a merge of two rewrites.
+Its parts live beside it: the actions and the snapshot in core/actions.py, drift and ownership of
+fields in core/drift.py, the audit in core/audit.py, the object readers in core/objects.py. What
+stays is the planner itself: which pod is a broker of which slot, and what each slot needs; over
+400 lines still, because the Certificates (tls) are planned with the Services they name.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any
 
 from webhook.core import policy
+from webhook.core.actions import (
+    Action,
+    AnnotationsIgnored,
+    ApplyCertificate,
+    CapReached,
+    CertificateConflict,
+    ChartLoadBalancer,
+    Conflict,
+    Create,
+    Delete,
+    DeleteCertificate,
+    ImmutableKept,
+    NamespacePlan,
+    NamespaceState,
+    Replace,
+    ReportAddress,
+    RestartBroker,
+    Unexposed,
+    Update,
+    Wait,
+)
+from webhook.core.audit import (
+    audit_services,
+)
 from webhook.core.certificates import certificate_name, planned_objects
-from webhook.core.clouds import IMMUTABLE_ANNOTATIONS
 from webhook.core.decision import BrokerPlan
+from webhook.core.drift import (
+    _encode,
+    _in_apps,
+    desired_service,
+    drift,
+    has_create_ownership,
+    immutable_settings,
+    proven_owner,
+    recorded_immutable_settings,
+    with_immutable_settings,
+)
 from webhook.core.expose import mutate
 from webhook.core.hosts import split_pod_name
 from webhook.core.names import (
     ADVERTISED,
     CERTIFICATE,
     CONTAINER_PORT,
-    CREATED_WITH,
     EXPOSED_LABEL,
-    EXTERNAL_DNS,
-    FIELD_MANAGER,
     LOAD_BALANCER,
     OPT_IN_LABEL,
     OPT_IN_VALUE,
@@ -65,243 +94,8 @@ from webhook.core.objects import (
     string_map,
     uid_of,
 )
-from webhook.core.podspec import copy_json
-from webhook.core.services import broker_service, is_managed, selected_broker
+from webhook.core.services import is_managed, selected_broker
 from webhook.core.settings import Settings
-
-# The spec fields kafka-expose sets; fields the API server defaults are not ours to prune.
-OWN_SPEC_FIELDS = frozenset(
-    {
-        "type",
-        "selector",
-        "ports",
-        "externalTrafficPolicy",
-        "publishNotReadyAddresses",
-        "loadBalancerClass",
-        "loadBalancerSourceRanges",
-    }
-)
-
-# ------------------------------------------------------------------------------------------ actions
-# One small frozen dataclass per thing the controller can do; it dispatches with `match`. `kind` is
-# the name in logs and in the actions metric.
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Action:
-    kind: ClassVar[str]
-    namespace: str
-    service: str  # the Service name the action is about
-    reason: str
-    statefulset: str | None = None  # where the Event goes
-
-
-@dataclass(frozen=True, kw_only=True)
-class Create(_Action):
-    """The slot's Service is missing: create it (never over an existing object)."""
-
-    kind: ClassVar[str] = "create"
-    desired: dict[str, Any]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Update(_Action):
-    """Our Service drifted from the plan: server-side apply our fields, conditioned on the version."""
-
-    kind: ClassVar[str] = "update"
-    desired: dict[str, Any]
-    uid: str | None
-    resource_version: str | None
-    convert_ownership: bool = False  # our create's field ownership must become "Apply" first
-
-
-@dataclass(frozen=True, kw_only=True)
-class Replace(_Action):
-    """An immutable setting changed and the settings allow replacing: delete, then create."""
-
-    kind: ClassVar[str] = "replace"
-    desired: dict[str, Any]
-    uid: str | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Delete(_Action):
-    """Our Service outlived its slot (scale-down, opt-out, orphaned)."""
-
-    kind: ClassVar[str] = "delete"
-    uid: str | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Wait(_Action):
-    """A deletion waits for the scale-down grace period: reconcile again after `delay`."""
-
-    kind: ClassVar[str] = "wait"
-    uid: str | None
-    delay: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class Conflict(_Action):
-    """The name is taken by a Service we did not create (or by another broker's): report."""
-
-    kind: ClassVar[str] = "conflict"
-    uid: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class ChartLoadBalancer(_Action):
-    """The chart already has a LoadBalancer for this broker: do not add a second one."""
-
-    kind: ClassVar[str] = "chart-lb"
-    uid: str | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class ImmutableKept(_Action):
-    """An immutable setting changed, the Service keeps its creation values: report."""
-
-    kind: ClassVar[str] = "immutable-kept"
-    uid: str | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReportAddress(_Action):
-    """The broker pod's load-balancer annotation differs from the Service's address."""
-
-    kind: ClassVar[str] = "report-address"
-    pod: str
-    pod_uid: str | None
-    address: str | None  # None: remove the annotation
-
-
-@dataclass(frozen=True, kw_only=True)
-class CapReached(_Action):
-    """Creating the slot's Service would take the namespace over `maxLoadBalancersPerNamespace`:
-    nothing is created; report."""
-
-    kind: ClassVar[str] = "cap-reached"
-    pod: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class AuditViolation(_Action):
-    """A Service kafka-expose did not create breaks the policy (the audit): report, and `repair`
-    (when the settings say so) with these JSON patch operations."""
-
-    kind: ClassVar[str] = "audit-violation"
-    uid: str | None
-    rules: tuple[str, ...]
-    repair: tuple[dict[str, Any], ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True)
-class AnnotationsIgnored(_Action):
-    """A broker pod's kafka-expose annotations disagree with what its identity and the settings
-    derive (forged, edited, or older settings): the derived plan is followed; report."""
-
-    kind: ClassVar[str] = "annotations-ignored"
-    pod: str
-    pod_uid: str | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Unexposed(_Action):
-    """A broker pod was admitted without kafka-expose (webhook unreachable): report."""
-
-    kind: ClassVar[str] = "unexposed"
-    pod: str
-    pod_uid: str | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class ApplyCertificate(_Action):
-    """A broker StatefulSet's cert-manager Certificate is missing or out of step (replicas, settings):
-    server-side apply it (`service` holds the Certificate's name). `password_secret`: the PKCS12
-    keystore's password Secret, created when absent (never overwritten)."""
-
-    kind: ClassVar[str] = "apply-certificate"
-    desired: dict[str, Any]
-    password_secret: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class DeleteCertificate(_Action):
-    """A Certificate kafka-expose made (owned by its StatefulSet) that no broker serves any more."""
-
-    kind: ClassVar[str] = "delete-certificate"
-    uid: str | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class RestartBroker(_Action):
-    """cert-manager renewed the Certificate after this broker started: evict it (the Eviction API
-    honours PodDisruptionBudgets), one broker of a StatefulSet at a time, all others Ready, so it comes
-    back serving the new certificate. `service` holds the Certificate's name."""
-
-    kind: ClassVar[str] = "restart-broker"
-    pod: str
-    pod_uid: str | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class CertificateConflict(_Action):
-    """The Certificate's name is taken by one kafka-expose did not make: left alone, reported."""
-
-    kind: ClassVar[str] = "certificate-conflict"
-
-
-Action = (
-    Create
-    | Update
-    | Replace
-    | Delete
-    | Wait
-    | Conflict
-    | ChartLoadBalancer
-    | ImmutableKept
-    | ReportAddress
-    | CapReached
-    | AuditViolation
-    | AnnotationsIgnored
-    | Unexposed
-    | ApplyCertificate
-    | DeleteCertificate
-    | CertificateConflict
-    | RestartBroker
-)
-A = TypeVar("A", bound=_Action)
-
-
-@dataclass(frozen=True)
-class NamespaceState:
-    """What the controller observed in one namespace (raw objects as the API server sent them)."""
-
-    namespace: str
-    opted_in: bool
-    pods: Sequence[Mapping[str, Any]] = ()  # pods labelled kafka-expose.io/exposed=true
-    statefulsets: Sequence[Mapping[str, Any]] = ()
-    services: Sequence[Mapping[str, Any]] = ()  # every Service of the namespace
-    pending_deletions: Mapping[str, float] = field(default_factory=dict)  # name -> first seen removable
-    now: float = 0.0
-    # pods matched by unexposed_pod_selectors: broker pods without the exposed label
-    unexposed_pods: Sequence[Mapping[str, Any]] = ()
-    certificates: Sequence[Mapping[str, Any]] = ()  # every cert-manager Certificate of the namespace
-
-
-@dataclass(frozen=True)
-class NamespacePlan:
-    actions: tuple[Action, ...]
-    pending_deletions: dict[str, float]  # to pass back in the next NamespaceState
-
-    def of(self, kind: type[A]) -> list[A]:
-        return [a for a in self.actions if isinstance(a, kind)]
-
-    @property
-    def requeue_after(self) -> float | None:
-        delays = [a.delay for a in self.of(Wait)]
-        return min(delays) if delays else None
-
 
 # ------------------------------------------------------------------------------------- small readers
 
@@ -417,213 +211,7 @@ def recorded_differences(pod: Mapping[str, Any], plan: BrokerPlan) -> list[str]:
     ]
 
 
-# ------------------------------------------------------------------------------- desired Services
-
-
-def immutable_settings(service: Mapping[str, Any]) -> dict[str, Any]:
-    """What a cloud reads only when it creates the load balancer: `loadBalancerClass` and the
-    IMMUTABLE_ANNOTATIONS, as set on `service`."""
-    record: dict[str, Any] = {
-        "annotations": {
-            k: v for k, v in sorted(annotations_of(service).items()) if k in IMMUTABLE_ANNOTATIONS
-        }
-    }
-    balancer_class = spec_of(service).get("loadBalancerClass")
-    if isinstance(balancer_class, str) and balancer_class:
-        record["loadBalancerClass"] = balancer_class
-    return record
-
-
-def recorded_immutable_settings(service: Mapping[str, Any]) -> dict[str, Any]:
-    """The immutable settings the Service was created with (its created-with annotation); a Service
-    without a readable record is taken as it is."""
-    text = annotations_of(service).get(CREATED_WITH)
-    if text:
-        try:
-            record = json.loads(text)
-        except ValueError:
-            record = None
-        if (
-            isinstance(record, dict)
-            and set(record) <= {"annotations", "loadBalancerClass"}
-            and isinstance(record.get("annotations", {}), dict)
-        ):
-            return {
-                "annotations": string_map(record.get("annotations", {})),
-                **(
-                    {"loadBalancerClass": record["loadBalancerClass"]}
-                    if isinstance(record.get("loadBalancerClass"), str)
-                    else {}
-                ),
-            }
-    return immutable_settings(service)
-
-
-def _encode(record: Mapping[str, Any]) -> str:
-    return json.dumps(record, sort_keys=True, separators=(",", ":"))
-
-
-def desired_service(plan: BrokerPlan, settings: Settings, owner: Mapping[str, Any]) -> dict[str, Any]:
-    """The Service the core plans for the broker, plus the record of its immutable settings."""
-    service = broker_service(plan, settings, owner=owner)
-    service["metadata"]["annotations"][CREATED_WITH] = _encode(immutable_settings(service))
-    return service
-
-
-def with_immutable_settings(service: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
-    """`service` with the immutable settings of `record` instead of its own (keep what the load
-    balancer was created with)."""
-    result = copy_json(dict(service))
-    annotations = result["metadata"]["annotations"]
-    for key in IMMUTABLE_ANNOTATIONS:
-        annotations.pop(key, None)
-    annotations.update(record.get("annotations", {}))
-    annotations[CREATED_WITH] = _encode(record)
-    result["spec"].pop("loadBalancerClass", None)
-    if record.get("loadBalancerClass"):
-        result["spec"]["loadBalancerClass"] = record["loadBalancerClass"]
-    return result
-
-
-# ------------------------------------------------------------------------------------------ drift
-
-
-def _port_key(port: Mapping[str, Any]) -> str:
-    return f"{port.get('port')}/{port.get('protocol') or 'TCP'}"
-
-
-def owned_fields(service: Mapping[str, Any], manager: str = FIELD_MANAGER) -> set[tuple[str, str]]:
-    """The fields `manager` owns on `service` (from managedFields), as (section, key) pairs:
-    ("labels", k), ("annotations", k), ("ownerReferences", uid), ("spec", field), ("ports", port/proto)."""
-    owned: set[tuple[str, str]] = set()
-    entries = metadata_of(service).get("managedFields")
-    for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, dict) or entry.get("manager") != manager or entry.get("subresource"):
-            continue
-        fields = entry.get("fieldsV1")
-        if not isinstance(fields, dict):
-            continue
-        metadata = as_dict(fields.get("f:metadata"))
-        for section in ("labels", "annotations"):
-            keys = metadata.get(f"f:{section}")
-            for key in keys if isinstance(keys, dict) else {}:
-                if key.startswith("f:"):
-                    owned.add((section, key[2:]))
-        refs = metadata.get("f:ownerReferences")
-        for key in refs if isinstance(refs, dict) else {}:
-            if key.startswith("k:"):
-                try:
-                    owned.add(("ownerReferences", str(json.loads(key[2:]).get("uid"))))
-                except (ValueError, AttributeError):
-                    continue
-        spec = as_dict(fields.get("f:spec"))
-        for key in spec:
-            if key.startswith("f:") and key[2:] in OWN_SPEC_FIELDS:
-                owned.add(("spec", key[2:]))
-        ports = spec.get("f:ports")
-        for key in ports if isinstance(ports, dict) else {}:
-            if key.startswith("k:"):
-                try:
-                    owned.add(("ports", _port_key(json.loads(key[2:]))))
-                except (ValueError, AttributeError):
-                    continue
-    return owned
-
-
-def _fields_of(service: Mapping[str, Any]) -> set[tuple[str, str]]:
-    meta, spec = metadata_of(service), spec_of(service)
-    result = {("labels", k) for k in labels_of(service)} | {
-        ("annotations", k) for k in annotations_of(service)
-    }
-    refs = meta.get("ownerReferences")
-    result |= {("ownerReferences", str(r.get("uid"))) for r in refs if isinstance(r, dict)} if refs else set()
-    result |= {("spec", k) for k in spec if k in OWN_SPEC_FIELDS}
-    ports = spec.get("ports")
-    result |= {("ports", _port_key(p)) for p in ports if isinstance(p, dict)} if ports else set()
-    return result
-
-
-def has_create_ownership(service: Mapping[str, Any], manager: str = FIELD_MANAGER) -> bool:
-    """Whether `manager` still owns fields through an Update (the create), not an Apply: those fields
-    would never be pruned by a later apply, so the ownership is converted first."""
-    entries = metadata_of(service).get("managedFields")
-    return any(
-        isinstance(e, dict) and e.get("manager") == manager and e.get("operation") == "Update"
-        for e in (entries if isinstance(entries, list) else [])
-    )
-
-
-def drift(desired: Mapping[str, Any], observed: Mapping[str, Any], manager: str = FIELD_MANAGER) -> list[str]:
-    """Why `observed` does not match `desired` on the fields kafka-expose owns (empty: it matches).
-
-    Only our fields are compared: labels, annotations, ownerReferences, ports and spec fields that
-    others (a cloud controller, a user) add are theirs. Fields we own but no longer plan are drift too
-    (an apply prunes them)."""
-    reasons: list[str] = []
-    observed_labels, observed_annotations = labels_of(observed), annotations_of(observed)
-    for key, value in labels_of(desired).items():
-        if observed_labels.get(key) != value:
-            reasons.append(f"label {key}")
-    for key, value in annotations_of(desired).items():
-        if observed_annotations.get(key) != value:
-            reasons.append(f"annotation {key}")
-    observed_owners = {
-        r.get("uid") for r in metadata_of(observed).get("ownerReferences") or [] if isinstance(r, dict)
-    }
-    for ref in metadata_of(desired).get("ownerReferences") or []:
-        if ref.get("uid") not in observed_owners:
-            reasons.append(f"ownerReference to {ref.get('kind')} {ref.get('name')}")
-    want, have = spec_of(desired), spec_of(observed)
-    for key in ("type", "selector", "externalTrafficPolicy", "loadBalancerClass", "loadBalancerSourceRanges"):
-        if key in want and want[key] != have.get(key):
-            reasons.append(f"spec.{key}")
-    if "publishNotReadyAddresses" in want and want["publishNotReadyAddresses"] != bool(
-        have.get("publishNotReadyAddresses", False)
-    ):
-        reasons.append("spec.publishNotReadyAddresses")
-    observed_ports = {_port_key(p): p for p in have.get("ports") or [] if isinstance(p, dict)}
-    for port in want.get("ports") or []:
-        current = observed_ports.get(_port_key(port))
-        if current is None or any(current.get(k) != port.get(k) for k in ("name", "targetPort")):
-            reasons.append(f"port {_port_key(port)}")
-    stale = owned_fields(observed, manager) - _fields_of(desired)
-    reasons.extend(f"{section} {key} no longer planned" for section, key in sorted(stale))
-    # The create's ownership (operation Update) is not drift by itself: it is converted to an apply's
-    # by the first Update that real drift needs (`convert_ownership`), so a Service that never drifts
-    # costs one write, its create (issue 19). Stale fields it owns are found above either way.
-    return reasons
-
-
 # --------------------------------------------------------------------------------------- planning
-
-
-def _in_apps(api_version: Any) -> bool:
-    """apps/v1, as the API server writes it (old manifests' apps/v1beta* name the same objects)."""
-    return isinstance(api_version, str) and api_version.startswith("apps/")
-
-
-def proven_owner(
-    service: Mapping[str, Any], statefulsets: Sequence[Mapping[str, Any]], manager: str = FIELD_MANAGER
-) -> Mapping[str, Any] | None:
-    """The StatefulSet a Service was created for, when there is positive proof that kafka-expose
-    created it (issue 15, item 5: a label is no proof, anyone may set it): type LoadBalancer, the
-    created-with record, fields owned by kafka-expose's field manager, and an ownerReference to a
-    StatefulSet of `statefulsets` (the Service's namespace's) by uid. Only such a Service is ever
-    updated, replaced or deleted."""
-    if not is_managed(service) or spec_of(service).get("type") != "LoadBalancer":
-        return None
-    if CREATED_WITH not in annotations_of(service):
-        return None
-    entries = metadata_of(service).get("managedFields")
-    if not any(isinstance(e, dict) and e.get("manager") == manager for e in entries or []):
-        return None
-    by_uid = {uid_of(s): s for s in statefulsets if uid_of(s)}
-    for ref in metadata_of(service).get("ownerReferences") or []:
-        if isinstance(ref, dict) and ref.get("kind") == "StatefulSet" and _in_apps(ref.get("apiVersion")):
-            owner = by_uid.get(ref.get("uid") if isinstance(ref.get("uid"), str) else None)
-            if owner is not None and name_of(owner) == ref.get("name"):
-                return owner
-    return None
 
 
 def is_chart_load_balancer(service: Mapping[str, Any], pod: str) -> bool:
@@ -1036,99 +624,6 @@ def _capped(actions: list[Action], state: NamespaceState, settings: Settings) ->
         count += isinstance(action, Create)
         result.append(action)
     return result
-
-
-# ------------------------------------------------------------------------------------------ audit
-
-UNCHECKED = "unchecked"  # the audit's rule for a Service the policy check failed on
-EXTERNAL_DNS_PREFIX = EXTERNAL_DNS.rpartition("/")[0] + "/"  # hostname, internal-hostname, target...
-
-
-def in_audit_scope(service: Mapping[str, Any]) -> bool:
-    """What the audit looks at: every LoadBalancer or NodePort Service, and every Service with
-    external-dns annotations or externalIPs."""
-    spec = spec_of(service)
-    return (
-        spec.get("type") in ("LoadBalancer", "NodePort")
-        or bool(spec.get("externalIPs"))
-        or any(k.startswith(EXTERNAL_DNS_PREFIX) for k in annotations_of(service))
-    )
-
-
-def audit_services(state: NamespaceState, settings: Settings) -> list[AuditViolation]:
-    """The Services of an opted-in namespace, other than the ones kafka-expose provably created,
-    that break the policy (`webhook.core.policy`'s Service check, the one the webhook runs), as
-    Gatekeeper's audit finds what was admitted while the webhook was down or before a rule existed.
-    The cap is not audited: it is for new load balancers."""
-    if not settings.controller.audit.enabled:
-        return []
-    found = []
-    for service in sorted(state.services, key=name_of):
-        if not in_audit_scope(service) or proven_owner(service, state.statefulsets) is not None:
-            continue
-        if metadata_of(service).get("deletionTimestamp"):
-            continue
-        try:
-            violations = policy.assess(
-                {**service, "kind": "Service"},
-                settings,
-                namespace=state.namespace,
-                load_balancers_in_namespace=None,
-            ).violations
-        except Exception as error:  # the check itself failed: reported as unchecked, never repaired
-            found.append(
-                AuditViolation(
-                    namespace=state.namespace,
-                    service=name_of(service),
-                    reason=f"Service {name_of(service)} could not be checked against the policy: {error!r}",
-                    uid=uid_of(service),
-                    rules=(UNCHECKED,),
-                )
-            )
-            continue
-        violations = tuple(v for v in violations if v.mode != "off")
-        if not violations:
-            continue
-        rules = tuple(dict.fromkeys(v.rule for v in violations))
-        enforced = [v.rule for v in violations if v.mode == "enforce"]  # warn: reported, kept
-        found.append(
-            AuditViolation(
-                namespace=state.namespace,
-                service=name_of(service),
-                reason="; ".join(dict.fromkeys(v.message for v in violations)),
-                uid=uid_of(service),
-                rules=rules,
-                repair=tuple(_repair(service, enforced)) if settings.controller.audit.repair else (),
-            )
-        )
-    return found
-
-
-def _pointer(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
-
-
-def _repair(service: Mapping[str, Any], rules: Sequence[str]) -> list[dict[str, Any]]:
-    """JSON patch operations that make `service` safe, conditioned on its uid and resourceVersion: no
-    load balancer nor node port in front of the brokers (type ClusterIP, no externalIPs) when it is not
-    internal or open too widely, and no external-dns names when they are not allowed."""
-    meta, spec = metadata_of(service), spec_of(service)
-    operations: list[dict[str, Any]] = [
-        {"op": "test", "path": "/metadata/uid", "value": meta.get("uid")},
-        {"op": "test", "path": "/metadata/resourceVersion", "value": meta.get("resourceVersion")},
-    ]
-    if {policy.INTERNAL_LOAD_BALANCER, policy.SOURCE_RANGES} & set(rules):
-        if spec.get("type") in ("LoadBalancer", "NodePort"):
-            operations.append({"op": "replace", "path": "/spec/type", "value": "ClusterIP"})
-        if spec.get("externalIPs"):
-            operations.append({"op": "remove", "path": "/spec/externalIPs"})
-    if policy.ALLOWED_DOMAINS in rules:
-        operations += [
-            {"op": "remove", "path": f"/metadata/annotations/{_pointer(key)}"}
-            for key in sorted(annotations_of(service))
-            if key.startswith(EXTERNAL_DNS_PREFIX)
-        ]
-    return operations if len(operations) > 2 else []
 
 
 def _keep_in_line(

@@ -13,10 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from webhook.core.names import CERTIFICATE, EXTERNAL_DNS
-from webhook.core.objects import annotations_of, name_of
-from webhook.core.policy import assess, internal_load_balancer_changes
-from webhook.core.reconcile import (
+from webhook.core.actions import (
     Conflict,
     Create,
     Delete,
@@ -25,6 +22,11 @@ from webhook.core.reconcile import (
     Replace,
     Unexposed,
     Update,
+)
+from webhook.core.names import CERTIFICATE, EXTERNAL_DNS
+from webhook.core.objects import annotations_of, name_of
+from webhook.core.policy import assess, internal_load_balancer_changes
+from webhook.core.reconcile import (
     chart_load_balancer,
     controlling_statefulset,
     load_balancer_address,

@@ -9,7 +9,9 @@ import pytest
 from webhook.controller.manager import failure_mode
 from webhook.controller.metrics import FAILURE_MODES, Metrics
 from webhook.core import policy
-from webhook.core.reconcile import UNCHECKED, AuditViolation, NamespaceState, plan_namespace
+from webhook.core.actions import AuditViolation, NamespaceState
+from webhook.core.audit import UNCHECKED
+from webhook.core.reconcile import plan_namespace
 from webhook.core.settings import parse_settings
 from webhook.kube.client import ApiError
 

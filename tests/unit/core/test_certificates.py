@@ -16,6 +16,13 @@ from tests.support.podfactory import FIXTURES, load_render, pod_from_statefulset
 from tests.unit.core.test_reconcile import NS, broker_statefulset, exposed_pod
 from webhook.cli.render import render_text
 from webhook.core import mutate
+from webhook.core.actions import (
+    ApplyCertificate,
+    CertificateConflict,
+    DeleteCertificate,
+    NamespaceState,
+    RestartBroker,
+)
 from webhook.core.certificates import (
     MOUNT_PATH,
     PKCS12_PASSWORD,
@@ -30,14 +37,7 @@ from webhook.core.certificates import (
 from webhook.core.names import CERTIFICATE, SECURITY_PROTOCOL, TLS_ISSUER_OVERRIDE, TLS_SECRET
 from webhook.core.overrides import settings_for_namespace
 from webhook.core.policy import Violation, assess
-from webhook.core.reconcile import (
-    ApplyCertificate,
-    CertificateConflict,
-    DeleteCertificate,
-    NamespaceState,
-    RestartBroker,
-    plan_namespace,
-)
+from webhook.core.reconcile import plan_namespace
 from webhook.core.settings import Settings, SettingsError, parse_settings
 from webhook.core.status import namespace_status
 

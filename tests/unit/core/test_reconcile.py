@@ -13,16 +13,7 @@ import pytest
 
 from tests.support.podfactory import load_render, pod_from_statefulset, render_names, services, statefulsets
 from webhook.core import mutate
-from webhook.core.clouds import IMMUTABLE_ANNOTATIONS
-from webhook.core.names import (
-    CREATED_WITH,
-    EXTERNAL_DNS,
-    FIELD_MANAGER,
-    LOAD_BALANCER,
-    OWNED_LABEL,
-    STS_POD_NAME_LABEL,
-)
-from webhook.core.reconcile import (
+from webhook.core.actions import (
     AnnotationsIgnored,
     AuditViolation,
     CapReached,
@@ -33,15 +24,23 @@ from webhook.core.reconcile import (
     NamespaceState,
     ReportAddress,
     Unexposed,
-    desired_service,
-    drift,
+)
+from webhook.core.clouds import IMMUTABLE_ANNOTATIONS
+from webhook.core.drift import desired_service, drift, owned_fields, recorded_immutable_settings
+from webhook.core.names import (
+    CREATED_WITH,
+    EXTERNAL_DNS,
+    FIELD_MANAGER,
+    LOAD_BALANCER,
+    OWNED_LABEL,
+    STS_POD_NAME_LABEL,
+)
+from webhook.core.reconcile import (
     is_opted_in,
     load_balancer_address,
-    owned_fields,
     plan_from_pod,
     plan_namespace,
     recorded_differences,
-    recorded_immutable_settings,
     replicas_of,
     unexposed_pod_selectors,
 )
