@@ -82,6 +82,7 @@ def test_status_reports_each_broker_and_what_needs_a_person(
     assert ready.returncode == 0, ready.stdout + ready.stderr
     assert {row["address"] for row in brokers(ready).values()} == {"10.20.0.1", "10.20.0.2"}
     table = status(control_plane, settings_path, "-A")
+    print(table.stdout)  # the README's example (pytest -s)
     assert table.returncode == 0, table.stdout + table.stderr
     assert f"kafka-broker-0.{ns}.kafka.example.com" in table.stdout and "10.20.0.1" in table.stdout
 
