@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "webhook.cli.status",
         "every broker of every opted-in namespace: exposed how, and what needs a person",
     ),
-    "serve": ("webhook.server.process", "run the admission webhook server (gunicorn + Flask, TLS)"),
+    "serve": ("webhook.cli.serve", "run the admission webhook server (gunicorn + Flask, TLS)"),
     "controller": ("webhook.cli.controller", "run the per-broker LoadBalancer controller"),
     "certs": ("webhook.cli.certs", "certificate tooling (generate a CA and a serving certificate)"),
 }

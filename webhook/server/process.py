@@ -1,7 +1,8 @@
 """`kafka-expose serve`: the admission webhook over HTTPS, gunicorn (gthread workers) + Flask.
 
-Only argparse is imported at module level: `kafka-expose render` builds the whole parser and must
-stay light. Everything else is imported inside `run`.
+The process itself; its arguments are wired in webhook/cli/serve.py. Only argparse is imported at
+module level: `kafka-expose render` builds the whole parser and must stay light. Everything else is
+imported inside `run`.
 """
 
 from __future__ import annotations
@@ -12,58 +13,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from flask import Flask
 
     from webhook.server.gunicorn import Runtime
+    from webhook.tls.selfmanaged import SelfManagedCerts
+
+    SelfManagedFactory = Callable[[Any], SelfManagedCerts]  # an API client -> the manager
 
 NOOP_ENV = "KAFKA_EXPOSE_NOOP"
 LAST_GOOD_SETTINGS = "last-good-settings.yaml"  # in the workers' shared directory (config.py)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, metavar="FILE", help="settings file (YAML), hot reloaded")
-    parser.add_argument("--cert", required=True, metavar="FILE", help="serving certificate chain (PEM)")
-    parser.add_argument("--key", required=True, metavar="FILE", help="private key of the certificate (PEM)")
-    parser.add_argument("--port", type=int, default=8443, help="HTTPS port (default: 8443)")
-    parser.add_argument(
-        "--probe-port",
-        type=int,
-        default=None,
-        metavar="PORT",
-        help="also listen on PORT in plain HTTP for /healthz, /readyz and /metrics only (kubelet probes, "
-        "which have no client certificate for --client-ca)",
-    )
-    parser.add_argument("--bind", default="0.0.0.0", metavar="ADDRESS", help="address to listen on")
-    parser.add_argument("--workers", type=int, default=2, metavar="N", help="worker processes (default: 2)")
-    parser.add_argument("--threads", type=int, default=4, metavar="N", help="threads per worker (default: 4)")
-    parser.add_argument(
-        "--max-requests-per-connection",
-        type=int,
-        default=None,
-        metavar="N",
-        help="close a kept-alive connection after N requests so that load spreads over the workers "
-        "(default: 100; 0: never)",
-    )
-    parser.add_argument(
-        "--client-ca", metavar="FILE", help="require client certificates signed by this CA (the API server's)"
-    )
-    parser.add_argument(
-        "--kubeconfig",
-        metavar="FILE",
-        help="API access for namespace overrides and the LoadBalancer cap (default: in-cluster, else none)",
-    )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    # hidden: answer /mutate without calling the core (benchmark floor), and the file poll interval
-    parser.add_argument("--noop", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--reload-interval", type=float, default=1.0, help=argparse.SUPPRESS)
-    # hidden: the per-connection read deadline (tests shorten it; see webhook.server.gunicorn)
-    parser.add_argument("--read-deadline", type=float, default=None, help=argparse.SUPPRESS)
-    from webhook.tls.selfmanaged import add_self_managed_arguments  # cryptography: already loaded by `certs`
-
-    add_self_managed_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, self_managed: SelfManagedFactory | None = None) -> int:
+    """Serve until stopped; `self_managed` builds the self-managed certificates (`--self-managed`)
+    from an API client (cli/serve.py wires it from the arguments)."""
     import logging
 
     from webhook.config import SettingsStore
@@ -79,14 +44,13 @@ def run(args: argparse.Namespace) -> int:
         log.error("invalid settings file", extra={"fields": {"path": args.config, "problems": err.problems}})
         return 2
     self_managed_dir = None
-    if getattr(args, "self_managed", False):
+    if self_managed is not None:
         # The CA Secret, the serving certificate files and the caBundles are kept in step by a thread of
         # this (arbiter) process; workers only read the files (hot reload) and the readiness marker.
         from webhook.kube.client import load_api_client
-        from webhook.tls import selfmanaged as selfcerts
 
         try:
-            manager = selfcerts.from_args(args, load_api_client(args.kubeconfig))
+            manager = self_managed(load_api_client(args.kubeconfig))
             manager.first_pass(timeout=60)
         except Exception as err:
             log.error("self-managed certificates: cannot start", extra={"fields": {"error": str(err)}})
@@ -247,14 +211,3 @@ def _ca_injected_check(cert_dir: str) -> Any:
         return False, "caBundle: the CA of the serving certificate is not injected yet"
 
     return check
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m webhook.server.process ...`: the serve sub-command on its own."""
-    parser = argparse.ArgumentParser(prog="kafka-expose serve")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

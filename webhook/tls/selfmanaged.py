@@ -36,7 +36,6 @@ can then never remove a CA another replica has just added (its patch fails the t
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import logging
 import os
@@ -403,68 +402,3 @@ class SelfManagedCerts:
 def injected(cert_dir: str | os.PathLike[str]) -> bool:
     """True while a SelfManagedCerts writing into `cert_dir` reports ready (any process may ask)."""
     return (Path(cert_dir) / READY_FILE).exists()
-
-
-# ---- command line wiring (used by `kafka-expose serve`) ---------------------------------------------
-
-
-def add_self_managed_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `--self-managed` option group for `kafka-expose serve`."""
-    group = parser.add_argument_group("self-managed certificates")
-    group.add_argument(
-        "--self-managed",
-        action="store_true",
-        help="keep a CA in a Secret, issue the serving certificate into the --cert/--key files and "
-        "inject caBundle into the webhook configurations; ready only once the CA is injected",
-    )
-    group.add_argument("--ca-secret", default="kafka-expose-ca", help="the CA Secret (default %(default)s)")
-    group.add_argument(
-        "--webhook-service", default="kafka-expose", help="the webhook Service's name (default %(default)s)"
-    )
-    group.add_argument(
-        "--webhook-namespace",
-        default=None,
-        help="namespace of the Service and the Secret (default: $POD_NAMESPACE, else kafka-expose)",
-    )
-    group.add_argument(
-        "--mutating-webhook-configuration",
-        action="append",
-        default=None,
-        metavar="NAME",
-        help="MutatingWebhookConfiguration to inject (repeatable; default kafka-expose)",
-    )
-    group.add_argument(
-        "--validating-webhook-configuration",
-        action="append",
-        default=None,
-        metavar="NAME",
-        help="ValidatingWebhookConfiguration to inject (repeatable; default kafka-expose)",
-    )
-    group.add_argument("--ca-validity-days", type=float, default=730.0, help="default %(default)s")
-    group.add_argument("--cert-validity-hours", type=float, default=24.0, help="default %(default)s")
-    group.add_argument("--cert-renew-before-hours", type=float, default=8.0, help="default %(default)s")
-
-
-def from_args(args: argparse.Namespace, api_client: Any) -> SelfManagedCerts:
-    """Build the manager from `add_self_managed_arguments` options and serve's --cert/--key."""
-    cert = Path(getattr(args, "cert", None) or "/certs/tls.crt")
-    key = Path(getattr(args, "key", None) or "/certs/tls.key")
-    if cert.parent != key.parent:
-        raise ValueError("--self-managed needs --cert and --key in the same directory")
-    namespace = args.webhook_namespace or os.environ.get("POD_NAMESPACE") or "kafka-expose"
-    return SelfManagedCerts(
-        api_client,
-        namespace=namespace,
-        secret_name=args.ca_secret,
-        service_name=args.webhook_service,
-        webhook_config_names=(
-            args.mutating_webhook_configuration or ["kafka-expose"],
-            args.validating_webhook_configuration or ["kafka-expose"],
-        ),
-        cert_dir=cert.parent,
-        ca_validity=dt.timedelta(days=args.ca_validity_days),
-        cert_validity=dt.timedelta(hours=args.cert_validity_hours),
-        renew_before=dt.timedelta(hours=args.cert_renew_before_hours),
-        cert_file=cert.name,
-        key_file=key.name,
-    )

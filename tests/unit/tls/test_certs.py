@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from webhook.cli import certs as certs_cli
+from webhook.cli import serve as serve_cli
 from webhook.tls import primitives as certs
 from webhook.tls import selfmanaged as selfcerts
 
@@ -491,10 +492,10 @@ def test_from_args_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cert")
     parser.add_argument("--key")
-    selfcerts.add_self_managed_arguments(parser)
+    serve_cli.add_self_managed_arguments(parser)
     monkeypatch.setenv("POD_NAMESPACE", "team-x")
     args = parser.parse_args(["--self-managed", "--cert", "/certs/tls.crt", "--key", "/certs/tls.key"])
-    manager = selfcerts.from_args(args, FakeApi())
+    manager = serve_cli.from_args(args, FakeApi())
     assert args.self_managed
     assert manager.namespace == "team-x" and manager.secret_name == "kafka-expose-ca"
     assert manager.cert_path == Path("/certs/tls.crt") and manager.key_path == Path("/certs/tls.key")
