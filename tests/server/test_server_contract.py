@@ -179,7 +179,7 @@ def test_validate_answers_what_the_policy_says(server: WebhookServer) -> None:
     """/validate runs the policy hook (no API access here: no namespace overrides, no LB cap)."""
     from webhook.admission.handlers import validate_review
     from webhook.admission.wire import parse_review
-    from webhook.server.namespaces import PolicyHook
+    from webhook.server.hooks import PolicyHook
 
     hook = PolicyHook(None)
     docs = podfactory.load_render("bitnami-kafka-32.4.4-brokers3")

@@ -1,4 +1,8 @@
-"""The engine: for a Pod, a StatefulSet or a Service, decide what to change. Pure: dicts in, dicts out."""
+"""The engine: for a Pod, a StatefulSet or a Service, decide what to change. Pure: dicts in, dicts out.
+
+Over 400 lines, knowingly: the engine's one entry point and the per-kind steps it runs (pod,
+template, Service) share the decision types; they split when a kind grows its own rules.
+"""
 
 from __future__ import annotations
 

@@ -5,6 +5,9 @@ chart uses, `apply` edits a copy so that, once the image has evaluated its env, 
 config files, the broker advertises exactly one external listener. Order matters: the first flavor
 that detects wins (a kafka-server-start.sh command line beats everything: the broker runs exactly
 that; a prepared file beats env vars, which the image then ignores).
+
+Over 400 lines, knowingly: each flavor is a short class behind one protocol, kept side by side so
+that choosing among them (and what each assumes) reads in one place.
 """
 
 from __future__ import annotations

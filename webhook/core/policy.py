@@ -25,8 +25,11 @@ annotation (`EXTERNAL_DNS_NAMES`).
 `verdict_of` applies the modes (off: ignored, warn: a warning, enforce: denied). The settings given
 must already be the namespace's effective settings (`webhook.core.overrides.settings_for_namespace`).
 The webhook's hook with the `ValidateHook` signature and the API-backed parts (namespace annotations,
-the live LoadBalancer count) are `webhook.server.namespaces.PolicyHook`; the warnings' form (prefix,
+the live LoadBalancer count) are `webhook.server.hooks.PolicyHook`; the warnings' form (prefix,
 length) is the admission edge's (`webhook.admission.responses.warning_text`).
+
+Over 400 lines, knowingly: one module per rule set would scatter the rules' shared readers and
+the mode/verdict logic that every rule goes through; the rules are its sections.
 """
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ def _application_class() -> Any:
             """In each worker, after fork: the policy hooks' namespace watch belongs to this process."""
             from webhook.server import telemetry as metrics
             from webhook.server.app import ReadyCheck, create_app
-            from webhook.server.namespaces import policy_hooks
+            from webhook.server.hooks import policy_hooks
 
             validate, mutate, _cache = policy_hooks(
                 self.runtime.kubeconfig,

@@ -8,7 +8,8 @@ import pytest
 from tests.support import podfactory
 from tests.unit.core.test_policy import FakeReader, hook_request, make_settings, service
 from webhook.core import mutate
-from webhook.server.namespaces import NamespaceCache, PolicyHook
+from webhook.server.hooks import PolicyHook
+from webhook.server.namespaces import NamespaceCache
 
 pytestmark = pytest.mark.unit
 

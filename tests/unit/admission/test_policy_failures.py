@@ -18,7 +18,8 @@ from tests.unit.core.test_policy import FakeReader, hook_request, make_settings,
 from webhook.admission.handlers import validate_review
 from webhook.admission.wire import AdmissionRequest, parse_review
 from webhook.core.settings import Settings
-from webhook.server.namespaces import READ_TIMEOUT_SECONDS, NamespaceCache, PolicyHook
+from webhook.server.hooks import PolicyHook
+from webhook.server.namespaces import READ_TIMEOUT_SECONDS, NamespaceCache
 
 pytestmark = pytest.mark.unit
 

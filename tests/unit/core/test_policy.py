@@ -37,13 +37,8 @@ from webhook.core.policy import (
     verdict_of,
 )
 from webhook.core.settings import Settings, SettingsError, parse_settings
-from webhook.server.namespaces import (
-    FAILED_SECONDS,
-    MISSING_SECONDS,
-    NamespaceCache,
-    NamespaceMutate,
-    PolicyHook,
-)
+from webhook.server.hooks import NamespaceMutate, PolicyHook
+from webhook.server.namespaces import FAILED_SECONDS, MISSING_SECONDS, NamespaceCache
 
 pytestmark = pytest.mark.unit
 
