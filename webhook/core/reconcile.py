@@ -288,7 +288,6 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
     statefulsets = {name_of(s): s for s in state.statefulsets}
     applies: list[Action] = []
     reports: list[Action] = []
-    removals: list[Action] = []
     slots: dict[tuple[str, int], str] = {}  # (statefulset, ordinal) -> planned Service name
     claimed: dict[str, str] = {}  # planned Service name -> pod
 
@@ -391,23 +390,49 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
             target = existing
             applies.extend(_keep_in_line(existing, desired_service(plan, settings, owner), settings, sts))
 
-        address = load_balancer_address(target) if target is not None else None
-        pod_annotations = annotations_of(pod)
-        if address != pod_annotations.get(LOAD_BALANCER) and not metadata_of(pod).get("deletionTimestamp"):
-            reports.append(
-                ReportAddress(
-                    namespace=ns,
-                    service=name_of(target) if target is not None else plan.service_name,
-                    reason=f"broker {plan.pod} is reachable at {address}"
-                    if address
-                    else f"broker {plan.pod} has no load balancer address",
-                    statefulset=sts,
-                    pod=plan.pod,
-                    pod_uid=uid_of(pod),
-                    address=address,
-                )
-            )
+        if (report := _address_report(ns, pod, plan, target, sts)) is not None:
+            reports.append(report)
 
+    removals, pending = _removals(state, settings, claimed, slots)
+    unexposed = _unexposed(state, statefulsets) if state.opted_in else []
+    audit = audit_services(state, settings) if state.opted_in else []
+    certificates = _certificates(state, settings, statefulsets)  # encrypted external listeners
+    return NamespacePlan(
+        tuple(certificates + _capped(applies, state, settings) + reports + unexposed + audit + removals),
+        pending,
+    )
+
+
+def _address_report(
+    ns: str, pod: Mapping[str, Any], plan: BrokerPlan, target: Mapping[str, Any] | None, sts: str
+) -> ReportAddress | None:
+    """The pod's load-balancer annotation, when it differs from its load balancer's address."""
+    address = load_balancer_address(target) if target is not None else None
+    if address == annotations_of(pod).get(LOAD_BALANCER) or metadata_of(pod).get("deletionTimestamp"):
+        return None
+    return ReportAddress(
+        namespace=ns,
+        service=name_of(target) if target is not None else plan.service_name,
+        reason=f"broker {plan.pod} is reachable at {address}"
+        if address
+        else f"broker {plan.pod} has no load balancer address",
+        statefulset=sts,
+        pod=plan.pod,
+        pod_uid=uid_of(pod),
+        address=address,
+    )
+
+
+def _removals(
+    state: NamespaceState,
+    settings: Settings,
+    claimed: Mapping[str, str],
+    slots: Mapping[tuple[str, int], str],
+) -> tuple[list[Action], dict[str, float]]:
+    """Our Services that outlived their slot (scale-down, a renamed slot, opt-out): Delete, or Wait
+    out the scale-down grace period; and the pending deletions to remember."""
+    ns = state.namespace
+    removals: list[Action] = []
     pending: dict[str, float] = {}
     grace = settings.controller.scale_down_grace_seconds
     for service in sorted(state.services, key=name_of):
@@ -453,13 +478,7 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
             removals.append(
                 Wait(namespace=ns, service=name, reason=reason, statefulset=event_to, uid=uid, delay=delay)
             )
-    unexposed = _unexposed(state, statefulsets) if state.opted_in else []
-    audit = audit_services(state, settings) if state.opted_in else []
-    certificates = _certificates(state, settings, statefulsets)  # encrypted external listeners
-    return NamespacePlan(
-        tuple(certificates + _capped(applies, state, settings) + reports + unexposed + audit + removals),
-        pending,
-    )
+    return removals, pending
 
 
 def _certificates(
