@@ -325,71 +325,11 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
             continue
         claimed[plan.service_name] = plan.pod
         slots[(sts, plan.ordinal)] = plan.service_name
-        existing = by_name.get(plan.service_name)
-        existing_owner = proven_owner(existing, state.statefulsets) if existing is not None else None
-        ours = existing_owner is not None
-        target: Mapping[str, Any] | None = None  # the load balancer of this broker, if any
-
-        if existing is not None and metadata_of(existing).get("deletionTimestamp"):
-            continue  # being deleted (a cloud finalizer): recreated once it is gone
-        if not state.opted_in:
-            # Nothing is created or repaired; a Service kept on opt-out still reports its address.
-            keep = settings.controller.keep_on_opt_out
-            target = existing if ours and keep else None
-        elif (chart := chart_load_balancer(state.services, plan.pod)) is not None and not ours:
-            # The chart has its own LoadBalancer for this broker (often under the very name we plan).
-            target = chart
-            applies.append(
-                ChartLoadBalancer(
-                    namespace=ns,
-                    service=name_of(chart),
-                    reason=f"broker {plan.pod} uses the chart's own load balancer {name_of(chart)}: "
-                    "no second one is created",
-                    statefulset=sts,
-                    uid=uid_of(chart),
-                )
-            )
-        elif existing is not None and not ours:
-            applies.append(
-                Conflict(
-                    namespace=ns,
-                    service=plan.service_name,
-                    reason=f"Service {plan.service_name} already exists and was not created by kafka-expose "
-                    "(no ownerReference to a StatefulSet here, created-with record and kafka-expose "
-                    f"field ownership on a LoadBalancer): left as it is, broker {plan.pod} gets no load "
-                    "balancer from kafka-expose; delete it to have kafka-expose create its own",
-                    statefulset=sts,
-                    uid=uid_of(existing),
-                )
-            )
-        elif existing is not None and (
-            uid_of(existing_owner or {}) != uid_of(owner)
-            or labels_of(existing).get(POD_LABEL, plan.pod) != plan.pod
-        ):
-            applies.append(
-                Conflict(
-                    namespace=ns,
-                    service=plan.service_name,
-                    reason=f"Service {plan.service_name} belongs to broker {labels_of(existing).get(POD_LABEL)}, "
-                    f"not {plan.pod}: left as it is",
-                    statefulset=sts,
-                    uid=uid_of(existing),
-                )
-            )
-        elif existing is None:
-            applies.append(
-                Create(
-                    namespace=ns,
-                    service=plan.service_name,
-                    reason=f"LoadBalancer Service {plan.service_name} for broker {plan.pod} ({plan.advertised})",
-                    statefulset=sts,
-                    desired=desired_service(plan, settings, owner),
-                )
-            )
-        else:
-            target = existing
-            applies.extend(_keep_in_line(existing, desired_service(plan, settings, owner), settings, sts))
-
+        slot = _slot_actions(state, settings, plan, owner, by_name)
+        if slot is None:
+            continue
+        actions, target = slot
+        applies.extend(actions)
         if (report := _address_report(ns, pod, plan, target, sts)) is not None:
             reports.append(report)
 
@@ -401,6 +341,86 @@ def plan_namespace(state: NamespaceState, settings: Settings) -> NamespacePlan:
         tuple(certificates + _capped(applies, state, settings) + reports + unexposed + audit + removals),
         pending,
     )
+
+
+def _slot_actions(
+    state: NamespaceState,
+    settings: Settings,
+    plan: BrokerPlan,
+    owner: Mapping[str, Any],
+    by_name: Mapping[str, Mapping[str, Any]],
+) -> tuple[list[Action], Mapping[str, Any] | None] | None:
+    """What one broker's slot needs (create, keep in line, use the chart's LB, or a conflict), and
+    the load balancer that serves it, if any; None while its Service is being deleted (nothing to
+    do or report until it is gone)."""
+    ns, sts = state.namespace, name_of(owner)
+    actions: list[Action] = []
+    existing = by_name.get(plan.service_name)
+    existing_owner = proven_owner(existing, state.statefulsets) if existing is not None else None
+    ours = existing_owner is not None
+    target: Mapping[str, Any] | None = None  # the load balancer of this broker, if any
+
+    if existing is not None and metadata_of(existing).get("deletionTimestamp"):
+        return None  # being deleted (a cloud finalizer): recreated once it is gone
+    if not state.opted_in:
+        # Nothing is created or repaired; a Service kept on opt-out still reports its address.
+        keep = settings.controller.keep_on_opt_out
+        target = existing if ours and keep else None
+    elif (chart := chart_load_balancer(state.services, plan.pod)) is not None and not ours:
+        # The chart has its own LoadBalancer for this broker (often under the very name we plan).
+        target = chart
+        actions.append(
+            ChartLoadBalancer(
+                namespace=ns,
+                service=name_of(chart),
+                reason=f"broker {plan.pod} uses the chart's own load balancer {name_of(chart)}: "
+                "no second one is created",
+                statefulset=sts,
+                uid=uid_of(chart),
+            )
+        )
+    elif existing is not None and not ours:
+        actions.append(
+            Conflict(
+                namespace=ns,
+                service=plan.service_name,
+                reason=f"Service {plan.service_name} already exists and was not created by kafka-expose "
+                "(no ownerReference to a StatefulSet here, created-with record and kafka-expose "
+                f"field ownership on a LoadBalancer): left as it is, broker {plan.pod} gets no load "
+                "balancer from kafka-expose; delete it to have kafka-expose create its own",
+                statefulset=sts,
+                uid=uid_of(existing),
+            )
+        )
+    elif existing is not None and (
+        uid_of(existing_owner or {}) != uid_of(owner)
+        or labels_of(existing).get(POD_LABEL, plan.pod) != plan.pod
+    ):
+        actions.append(
+            Conflict(
+                namespace=ns,
+                service=plan.service_name,
+                reason=f"Service {plan.service_name} belongs to broker {labels_of(existing).get(POD_LABEL)}, "
+                f"not {plan.pod}: left as it is",
+                statefulset=sts,
+                uid=uid_of(existing),
+            )
+        )
+    elif existing is None:
+        actions.append(
+            Create(
+                namespace=ns,
+                service=plan.service_name,
+                reason=f"LoadBalancer Service {plan.service_name} for broker {plan.pod} ({plan.advertised})",
+                statefulset=sts,
+                desired=desired_service(plan, settings, owner),
+            )
+        )
+    else:
+        target = existing
+        actions.extend(_keep_in_line(existing, desired_service(plan, settings, owner), settings, sts))
+
+    return actions, target
 
 
 def _address_report(
