@@ -30,6 +30,7 @@ from tests.reliability.loadkit import (
     EXPOSED_LABEL,
     MANAGED_SELECTOR,
     Api,
+    Exposure,
     check_exposure,
     in_parallel,
     kafka_statefulset,
@@ -38,7 +39,7 @@ from tests.reliability.loadkit import (
 )
 from tests.reliability.procinfo import children, gunicorn_events
 from tests.support import podfactory
-from tests.support.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane, WaitTimeout
 from tests.support.tlsutil import atomic_swap_dir, peer_serial
 from tests.support.webhookcluster import ControllerProcess, RegisteredWebhook, wait_for
 
@@ -200,12 +201,19 @@ def test_the_api_server_stops_while_the_controller_reconciles(
     control_plane.start_apiserver()
     started = time.monotonic()
     expected = dict.fromkeys(namespaces, 8)
-    exposure = wait_for(
-        lambda: (e := check_exposure(api, expected)).complete and e,
-        timeout=120,
-        interval=1,
-        what="convergence",
-    )
+    last: list[Exposure] = []
+
+    def converged() -> Exposure | None:
+        last[:] = [check_exposure(api, expected)]
+        return last[0] if last[0].complete else None
+
+    try:
+        exposure = wait_for(converged, timeout=120, interval=1, what="convergence")
+    except WaitTimeout:
+        problems = last[0].problems if last else []
+        raise AssertionError(
+            f"not converged: {problems[:20]}\n{controller.log_path.read_text()[-4000:]}"
+        ) from None
     say(f"converged {time.monotonic() - started:.1f} s after the restart: {exposure.services} Services")
     assert exposure.services == 32
 
