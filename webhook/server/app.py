@@ -68,6 +68,72 @@ def wire_metrics(settings: SettingsStore, certificates: CertificateStore | None)
     metrics.CERTIFICATE_EXPIRY.set(certificates.current.not_after.timestamp())
 
 
+def text(body: str, status: int) -> Response:
+    return Response(body.rstrip("\n") + "\n", status=status, content_type="text/plain; charset=utf-8")
+
+
+class Admission:
+    """POST /mutate and /validate: read and check the AdmissionReview, answer it with the handlers
+    (admission/handlers.py), count and log it. The HTTP layer's part only: no decision is made here."""
+
+    def __init__(self, store: SettingsStore, validate: ValidateHook, mutate: MutateFn, noop: bool) -> None:
+        self.store = store
+        self.validate = validate
+        self.mutate = mutate
+        self.noop = noop
+
+    def admit(self, endpoint: Endpoint) -> Response:
+        started = time.perf_counter()
+        try:
+            check_content_type(request.content_type)
+            check_size(request.content_length)
+            review = parse_review(request.stream.read(MAX_BODY_BYTES + 1))
+        except BadReview as bad:
+            if bad.status == 413:
+                _drain(request.stream)
+            return self.rejected(endpoint, bad.status, bad.reason, bad.kind)
+        except HTTPException as err:  # client went away mid-body, bad chunked encoding...
+            return self.rejected(endpoint, err.code or 400, err.name, "unreadable")
+        except Exception as err:
+            log.error("could not read an admission request", exc_info=err)
+            return self.rejected(
+                endpoint, 400, f"could not read the AdmissionReview ({type(err).__name__})", "unreadable"
+            )
+
+        try:
+            current = self.store.settings
+            if self.noop:
+                handled = Handled(allowed(review.uid), "skipped", "noop")
+            elif endpoint == "mutate":
+                handled = mutate_review(review, current, self.mutate)
+            else:
+                handled = validate_review(review, current, self.validate)
+            body = encode(review_response(review, handled.response))
+        except Exception as err:  # the handlers catch the core's errors; this is the last resort
+            handled = failed_open(review.uid, "admitted unchanged", err)
+            body = encode(review_response(review, handled.response))
+        duration = time.perf_counter() - started
+        record(endpoint, review, handled, duration)
+        return Response(body, status=200, content_type="application/json")
+
+    @staticmethod
+    def rejected(endpoint: Endpoint, status: int, reason: str, kind: str) -> Response:
+        metrics.ADMISSION_REQUESTS.labels(endpoint, "invalid").inc()
+        metrics.ADMISSION_INVALID.labels(endpoint, kind).inc()
+        log.warning(
+            "admission request rejected",
+            extra={
+                "fields": {
+                    "endpoint": endpoint,
+                    "status": status,
+                    "reason": reason,
+                    "remote": request.remote_addr,
+                }
+            },
+        )
+        return text(reason, status)
+
+
 def create_app(
     settings: SettingsStore | Settings,
     *,
@@ -92,9 +158,6 @@ def create_app(
     wire_metrics(store, certificates)
     app = Flask("kafka_expose")
 
-    def text(body: str, status: int) -> Response:
-        return Response(body.rstrip("\n") + "\n", status=status, content_type="text/plain; charset=utf-8")
-
     @app.before_request
     def probe_port_only_probes() -> Response | None:
         on_probe_port = probe_port is not None and request.environ.get("SERVER_PORT") == str(probe_port)
@@ -111,63 +174,15 @@ def create_app(
         log.error("unexpected error serving %s %s", request.method, request.path, exc_info=err)
         return text("500 internal error", 500)
 
-    def admit(endpoint: Endpoint) -> Response:
-        started = time.perf_counter()
-        try:
-            check_content_type(request.content_type)
-            check_size(request.content_length)
-            review = parse_review(request.stream.read(MAX_BODY_BYTES + 1))
-        except BadReview as bad:
-            if bad.status == 413:
-                _drain(request.stream)
-            return rejected(endpoint, bad.status, bad.reason, bad.kind)
-        except HTTPException as err:  # client went away mid-body, bad chunked encoding...
-            return rejected(endpoint, err.code or 400, err.name, "unreadable")
-        except Exception as err:
-            log.error("could not read an admission request", exc_info=err)
-            return rejected(
-                endpoint, 400, f"could not read the AdmissionReview ({type(err).__name__})", "unreadable"
-            )
-
-        try:
-            current = store.settings
-            if noop:
-                handled = Handled(allowed(review.uid), "skipped", "noop")
-            elif endpoint == "mutate":
-                handled = mutate_review(review, current, mutate)
-            else:
-                handled = validate_review(review, current, validate)
-            body = encode(review_response(review, handled.response))
-        except Exception as err:  # the handlers catch the core's errors; this is the last resort
-            handled = failed_open(review.uid, "admitted unchanged", err)
-            body = encode(review_response(review, handled.response))
-        duration = time.perf_counter() - started
-        record(endpoint, review, handled, duration)
-        return Response(body, status=200, content_type="application/json")
-
-    def rejected(endpoint: Endpoint, status: int, reason: str, kind: str) -> Response:
-        metrics.ADMISSION_REQUESTS.labels(endpoint, "invalid").inc()
-        metrics.ADMISSION_INVALID.labels(endpoint, kind).inc()
-        log.warning(
-            "admission request rejected",
-            extra={
-                "fields": {
-                    "endpoint": endpoint,
-                    "status": status,
-                    "reason": reason,
-                    "remote": request.remote_addr,
-                }
-            },
-        )
-        return text(reason, status)
+    admission = Admission(store, validate, mutate, noop)
 
     @app.post("/mutate")
     def mutate_route() -> Response:
-        return admit("mutate")
+        return admission.admit("mutate")
 
     @app.post("/validate")
     def validate_route() -> Response:
-        return admit("validate")
+        return admission.admit("validate")
 
     @app.get("/healthz")
     def healthz() -> Response:

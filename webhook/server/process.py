@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import logging
     from collections.abc import Callable
 
     from flask import Flask
 
+    from webhook.config import SettingsStore
     from webhook.server.gunicorn import Runtime
     from webhook.tls.selfmanaged import SelfManagedCerts
 
@@ -38,25 +40,19 @@ def run(args: argparse.Namespace, self_managed: SelfManagedFactory | None = None
 
     configure_logging(args.log_level)
     log = logging.getLogger("kafka_expose.serve")
+    if (problem := _argument_problem(args)) is not None:
+        log.error(problem)
+        return 2
     try:
         settings = SettingsStore.from_file(args.config)
     except SettingsError as err:
         log.error("invalid settings file", extra={"fields": {"path": args.config, "problems": err.problems}})
         return 2
-    self_managed_dir = None
+    self_managed_dir: str | None = None
     if self_managed is not None:
-        # The CA Secret, the serving certificate files and the caBundles are kept in step by a thread of
-        # this (arbiter) process; workers only read the files (hot reload) and the readiness marker.
-        from webhook.kube.client import load_api_client
-
-        try:
-            manager = self_managed(load_api_client(args.kubeconfig))
-            manager.first_pass(timeout=60)
-        except Exception as err:
-            log.error("self-managed certificates: cannot start", extra={"fields": {"error": str(err)}})
+        self_managed_dir = _start_self_managed(self_managed, args, log)
+        if self_managed_dir is None:
             return 2
-        manager.start()
-        self_managed_dir = str(manager.cert_dir)
     try:
         certificates = CertificateStore(args.cert, args.key, args.client_ca)
     except CertificateError as err:
@@ -70,15 +66,6 @@ def run(args: argparse.Namespace, self_managed: SelfManagedFactory | None = None
     ready, why = certificates.readiness()
     if not ready:  # serve anyway: readiness says so, and a rotation fixes it without a restart
         log.error("the serving certificate is not valid now", extra={"fields": {"readiness": why}})
-    if args.workers < 1 or args.threads < 1:
-        log.error("--workers and --threads must be at least 1")
-        return 2
-    if args.probe_port is not None and args.probe_port in (args.port, 0):
-        log.error("--probe-port must be another port than --port")
-        return 2
-    if args.max_requests_per_connection is not None and args.max_requests_per_connection < 0:
-        log.error("--max-requests-per-connection must be 0 (never close) or more")
-        return 2
 
     from webhook.server.gunicorn import (
         MAX_REQUESTS_PER_CONNECTION,
@@ -111,25 +98,66 @@ def run(args: argparse.Namespace, self_managed: SelfManagedFactory | None = None
             else args.max_requests_per_connection
         ),
     )
+    return _serve(
+        runtime,
+        options,
+        settings,
+        log,
+        {
+            "bind": options["bind"],
+            "workers": args.workers,
+            "threads": args.threads,
+            "settings_version": settings.settings.version,
+            "client_ca": bool(args.client_ca),
+            "probe_port": args.probe_port,
+            "noop": noop,
+        },
+    )
+
+
+def _argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the serving options, before anything is loaded."""
+    if args.workers < 1 or args.threads < 1:
+        return "--workers and --threads must be at least 1"
+    if args.probe_port is not None and args.probe_port in (args.port, 0):
+        return "--probe-port must be another port than --port"
+    if args.max_requests_per_connection is not None and args.max_requests_per_connection < 0:
+        return "--max-requests-per-connection must be 0 (never close) or more"
+    return None
+
+
+def _start_self_managed(
+    self_managed: SelfManagedFactory, args: argparse.Namespace, log: logging.Logger
+) -> str | None:
+    """Start the self-managed certificates; the directory they write, or None (logged) when they
+    cannot start. The CA Secret, the serving certificate files and the caBundles are kept in step by
+    a thread of this (arbiter) process; workers only read the files (hot reload) and the marker."""
+    from webhook.kube.client import load_api_client
+
+    try:
+        manager = self_managed(load_api_client(args.kubeconfig))
+        manager.first_pass(timeout=60)
+    except Exception as err:
+        log.error("self-managed certificates: cannot start", extra={"fields": {"error": str(err)}})
+        return None
+    manager.start()
+    return str(manager.cert_dir)
+
+
+def _serve(
+    runtime: Runtime,
+    options: dict[str, Any],
+    settings: SettingsStore,
+    log: logging.Logger,
+    fields: dict[str, Any],
+) -> int:
+    """Run gunicorn until it stops; the exit code."""
     created_dir = _prepare_multiprocess_dir()
     shared_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if shared_dir:  # the workers' shared scratch directory: replacement workers adopt the last good
         settings.share_last_good(Path(shared_dir) / LAST_GOOD_SETTINGS)
     arbiter_pid = os.getpid()
-    log.info(
-        "starting",
-        extra={
-            "fields": {
-                "bind": options["bind"],
-                "workers": args.workers,
-                "threads": args.threads,
-                "settings_version": settings.settings.version,
-                "client_ca": bool(args.client_ca),
-                "probe_port": args.probe_port,
-                "noop": noop,
-            }
-        },
-    )
+    log.info("starting", extra={"fields": fields})
     try:
         _application_class()(runtime, options).run()
     except SystemExit as exit_:
