@@ -7,9 +7,7 @@ makes them Ready. The controller runs with a 4 s Lease and a 5 s resync.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +45,7 @@ from tests.cluster.controller_fixtures import (
 )
 from tests.support.controlplane import ControlPlane, NodeAgentStandIn, wait_for
 from tests.support.expectations import kafka_container
+from tests.support.harness import free_port
 from tests.support.imagesim import evaluate
 from tests.support.podfactory import load_render, pod_from_statefulset, render_names, statefulsets
 from webhook.config import load_settings_text
@@ -63,12 +62,6 @@ def created_in_events(api: kubernetes.client.ApiClient, namespace: str) -> list[
         if event["reason"] == "ServiceCreated":
             names += event["message"].removeprefix("Created ").split(":", 1)[0].split(", ")
     return sorted(names)
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import requests
 from tests.cluster.controller_fixtures import Controller, lease_holder
 from tests.cluster.test_controller import (  # noqa: F401 - the fixtures this module shares
     controller,
-    free_port,
     lease_namespace,
     settings_path,
 )
 from tests.support.controlplane import ControlPlane, wait_for
+from tests.support.harness import free_port
 from webhook import __version__
 
 pytestmark = pytest.mark.cluster

@@ -7,9 +7,7 @@ balancers, at most 2 LoadBalancer Services per namespace, the policy enforced, t
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -33,6 +31,7 @@ from tests.cluster.controller_fixtures import (
 )
 from tests.security.tenant import Tenant, tenant
 from tests.support.controlplane import ControlPlane, NodeAgentStandIn, wait_for
+from tests.support.harness import free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -54,12 +53,6 @@ MANAGED_LABELS = {
     "kafka-expose.io/managed-by": "kafka-expose",
     "app.kubernetes.io/managed-by": "kafka-expose",
 }
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

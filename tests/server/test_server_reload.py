@@ -208,6 +208,14 @@ class Hammer:
         with self.lock:
             return len(self.answers)
 
+    def recent_domains(self, n: int = 30) -> list[str]:
+        """The domains the last `n` answers advertise (fewer while fewer came)."""
+        with self.lock:
+            return [advertised_domain(a) for a in self.answers[-n:]]
+
+    def all_recent(self, domain: str, n: int = 30) -> bool:
+        return self.recent_domains(n) == [domain] * n
+
     def __enter__(self) -> Hammer:
         for thread in self.threads:
             thread.start()
@@ -218,6 +226,15 @@ class Hammer:
         self.stop_event.set()
         for thread in self.threads:
             thread.join(15)
+
+
+def booted_workers(server: WebhookServer) -> list[int]:
+    """The pids of every worker gunicorn has booted so far (its log says so)."""
+    return [
+        int(e["message"].rsplit(" ", 1)[-1])
+        for e in server.log_lines()
+        if e.get("message", "").startswith("Booting worker with pid:")
+    ]
 
 
 def advertised_domain(answer: dict[str, Any]) -> str:
@@ -237,12 +254,7 @@ def test_settings_reload_under_load(tmp_path: Path) -> None:
         before = server.metric("kafka_expose_settings_reloads_total", result="success")
         server.set_settings(OTHER_SETTINGS)
 
-        def all_new() -> bool:
-            with hammer.lock:
-                recent = hammer.answers[-30:]
-            return len(recent) == 30 and all(advertised_domain(a) == "other" for a in recent)
-
-        wait_for(all_new, 10, "every worker to serve the new settings")
+        wait_for(lambda: hammer.all_recent("other"), 10, "every worker to serve the new settings")
         assert server.metric("kafka_expose_settings_reloads_total", result="success") >= before + 1
 
         failures_before = server.metric("kafka_expose_settings_reloads_total", result="failure")
@@ -255,8 +267,7 @@ def test_settings_reload_under_load(tmp_path: Path) -> None:
         time.sleep(1.5)  # every worker has seen the invalid file by now
         seen = hammer.count()
         wait_for(lambda: hammer.count() > seen + 30, 10, "more answers")
-        with hammer.lock:
-            assert all(advertised_domain(a) == "other" for a in hammer.answers[-30:])
+        assert hammer.all_recent("other"), hammer.recent_domains()
         status, _, body = server.request("GET", "/readyz")
         assert status == 200
         assert b"rejected" in body
@@ -427,17 +438,13 @@ def test_a_killed_worker_is_replaced_and_metrics_stay_right(tmp_path: Path) -> N
             server.review(podfactory.admission_review(pod))
         counted = server.metric("kafka_expose_admission_duration_seconds_count", endpoint="mutate")
         assert counted >= 10
-        pids = [
-            int(e["message"].rsplit(" ", 1)[-1])
-            for e in server.log_lines()
-            if e.get("message", "").startswith("Booting worker with pid:")
-        ]
+        pids = booted_workers(server)
         assert len(pids) == 2
         import os
 
         os.kill(pids[0], signal.SIGKILL)
         wait_for(
-            lambda: sum(e.get("message", "").startswith("Booting worker") for e in server.log_lines()) == 3,
+            lambda: len(booted_workers(server)) == 3,
             15,
             "a new worker",
         )
@@ -465,12 +472,7 @@ def test_a_worker_replaced_while_the_file_is_invalid_serves_the_last_good_settin
     with running_server(tmp_path, workers=2) as server, Hammer(server) as hammer:
         server.set_settings(OTHER_SETTINGS)
 
-        def all_other() -> bool:
-            with hammer.lock:
-                recent = hammer.answers[-30:]
-            return len(recent) == 30 and all(advertised_domain(a) == "other" for a in recent)
-
-        wait_for(all_other, 10, "every worker to serve the new settings")
+        wait_for(lambda: hammer.all_recent("other"), 10, "every worker to serve the new settings")
         failures_before = server.metric("kafka_expose_settings_reloads_total", result="failure")
         server.set_settings(INVALID_SETTINGS)
         wait_for(
@@ -478,25 +480,17 @@ def test_a_worker_replaced_while_the_file_is_invalid_serves_the_last_good_settin
             10,
             "the invalid settings to be rejected",
         )
-        booted = [
-            int(e["message"].rsplit(" ", 1)[-1])
-            for e in server.log_lines()
-            if e.get("message", "").startswith("Booting worker with pid:")
-        ]
+        booted = booted_workers(server)
         import os
 
         for pid in booted:  # every worker replaced: each new one starts from the arbiter's state
             os.kill(pid, signal.SIGKILL)
         wait_for(
-            lambda: (
-                sum(e.get("message", "").startswith("Booting worker") for e in server.log_lines())
-                == 2 * len(booted)
-            ),
+            lambda: len(booted_workers(server)) == 2 * len(booted),
             20,
             "the replacement workers",
         )
         seen = hammer.count()
         wait_for(lambda: hammer.count() > seen + 60, 20, "answers from the replacement workers")
-        with hammer.lock:
-            recent = [advertised_domain(a) for a in hammer.answers[-30:]]
+        recent = hammer.recent_domains()
         assert recent == ["other"] * 30, recent
