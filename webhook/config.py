@@ -105,6 +105,17 @@ class SettingsStore(Watched):
         """Load `path` now; raise SettingsError when it is invalid."""
         return cls(load_settings(path), path)
 
+    @classmethod
+    def at_start(cls, path: str, process_log: logging.Logger) -> SettingsStore | None:
+        """A process's first load: the store, or None after one error line listing every problem."""
+        try:
+            return cls.from_file(path)
+        except SettingsError as err:
+            process_log.error(
+                "invalid settings file", extra={"fields": {"path": path, "problems": err.problems}}
+            )
+            return None
+
     @property
     def settings(self) -> Settings:
         return self._settings

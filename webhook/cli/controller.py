@@ -71,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
     from webhook.controller.health import HealthServer
     from webhook.controller.manager import Controller, Lease
     from webhook.controller.metrics import Metrics
-    from webhook.core.settings import SettingsError
     from webhook.kube.client import Backoff, Kube, load_api_client
     from webhook.logs import configure_logging
 
@@ -81,10 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.retry_period < args.renew_deadline < args.lease_duration:
         log.error("need 0 < --retry-period < --renew-deadline < --lease-duration")
         return 2
-    try:
-        settings = SettingsStore.from_file(args.config)
-    except SettingsError as err:
-        log.error("invalid settings file", extra={"fields": {"path": args.config, "problems": err.problems}})
+    settings = SettingsStore.at_start(args.config, log)
+    if settings is None:
         return 2
     try:
         api = load_api_client(args.kubeconfig)

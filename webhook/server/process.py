@@ -34,7 +34,6 @@ def run(args: argparse.Namespace, self_managed: SelfManagedFactory | None = None
     import logging
 
     from webhook.config import SettingsStore
-    from webhook.core.settings import SettingsError
     from webhook.logs import configure_logging
     from webhook.tls.served import CertificateError, CertificateStore
 
@@ -43,10 +42,8 @@ def run(args: argparse.Namespace, self_managed: SelfManagedFactory | None = None
     if (problem := _argument_problem(args)) is not None:
         log.error(problem)
         return 2
-    try:
-        settings = SettingsStore.from_file(args.config)
-    except SettingsError as err:
-        log.error("invalid settings file", extra={"fields": {"path": args.config, "problems": err.problems}})
+    settings = SettingsStore.at_start(args.config, log)
+    if settings is None:
         return 2
     self_managed_dir: str | None = None
     if self_managed is not None:
