@@ -11,31 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.config import SettingsStore
 from webhook.controller.metrics import WRITES, Metrics
-from webhook.core.actions import (
-    Action,
-    AnnotationsIgnored,
-    ApplyCertificate,
-    AuditViolation,
-    CapReached,
-    CertificateConflict,
-    ChartLoadBalancer,
-    Conflict,
-    Create,
-    Delete,
-    DeleteCertificate,
-    ImmutableKept,
-    NamespaceState,
-    Replace,
-    ReportAddress,
-    RestartBroker,
-    Unexposed,
-    Update,
-    Wait,
-)
+from webhook.core import actions
+from webhook.core.actions import Action, NamespaceState
 from webhook.core.audit import UNCHECKED
 from webhook.core.names import CERT_MANAGER_VERSION, EXPOSED_LABEL, FIELD_MANAGER, LOAD_BALANCER
 from webhook.core.overrides import settings_for_namespace
@@ -118,30 +100,23 @@ def observe(
     return state, settings
 
 
+@dataclass(eq=False)
 class Reconciler:
     """Reconciles one namespace: read fresh, plan (pure), act; every write is checked against
     leadership first."""
 
-    def __init__(
-        self,
-        kube: Kube,
-        settings: SettingsStore,
-        events: EventRecorder,
-        metrics: Metrics,
-        is_leader: Callable[[], bool],
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.kube = kube
-        self.settings = settings
-        self.events = events
-        self.metrics = metrics
-        self.is_leader = is_leader
-        self.clock = clock
-        self.pending: dict[str, dict[str, float]] = {}
-        self._created: dict[str, list[tuple[str, str]]] = {}  # this reconcile's creates, by StatefulSet
-        self._counted_conflicts: set[tuple[str, str, str | None]] = set()
-        self._reported_unexposed: set[str | None] = set()
-        self._counted: set[tuple[str | None, ...]] = set()
+    kube: Kube
+    settings: SettingsStore
+    events: EventRecorder
+    metrics: Metrics
+    is_leader: Callable[[], bool]
+    clock: Callable[[], float] = time.time
+    pending: dict[str, dict[str, float]] = field(default_factory=dict, init=False, repr=False)
+    # this reconcile's creates, by StatefulSet
+    _created: dict[str, list[tuple[str, str]]] = field(default_factory=dict, init=False, repr=False)
+    _counted_conflicts: set[tuple[str, str, str | None]] = field(default_factory=set, init=False, repr=False)
+    _reported_unexposed: set[str | None] = field(default_factory=set, init=False, repr=False)
+    _counted: set[tuple[str | None, ...]] = field(default_factory=set, init=False, repr=False)
 
     def reconcile(self, namespace: str) -> float | None:
         """Make `namespace` match the plan; the delay after which to look again, if any."""
@@ -195,45 +170,45 @@ class Reconciler:
 
     def act(self, action: Action, owner: Mapping[str, Any] | None) -> None:
         match action:
-            case Create():
+            case actions.Create():
                 self._create(action, owner)
-            case Update():
+            case actions.Update():
                 self._update(action, owner)
-            case Replace():
+            case actions.Replace():
                 self._replace(action, owner)
-            case Delete():
+            case actions.Delete():
                 self._delete(action, owner)
-            case Wait():
+            case actions.Wait():
                 log.debug(
                     action.reason, extra={"fields": {"service": action.service, "due_in": action.delay}}
                 )
                 return
-            case Conflict():
+            case actions.Conflict():
                 self._conflict(action, owner)
-            case ChartLoadBalancer():
+            case actions.ChartLoadBalancer():
                 self._event(owner, "Normal", "ChartLoadBalancer", action.reason)
-            case Unexposed():
+            case actions.Unexposed():
                 self._unexposed(action, owner)
-            case ImmutableKept():
+            case actions.ImmutableKept():
                 self._event(owner, "Warning", "ImmutableSettingsChanged", action.reason)
-            case ReportAddress():
+            case actions.ReportAddress():
                 self._report_address(action, owner)
-            case CapReached():
+            case actions.CapReached():
                 self._once(("cap", action.namespace, action.service), self.metrics.refused.labels("cap"))
                 self._event(owner, "Warning", "LoadBalancerCapReached", action.reason)
-            case AnnotationsIgnored():
+            case actions.AnnotationsIgnored():
                 self._once(("annotations", action.pod_uid), self.metrics.annotations_ignored)
                 self._event(owner, "Warning", "BrokerAnnotationsIgnored", action.reason)
-            case AuditViolation():
+            case actions.AuditViolation():
                 self._audit(action)
-            case ApplyCertificate():
+            case actions.ApplyCertificate():
                 self._apply_certificate(action, owner)
-            case DeleteCertificate():
+            case actions.DeleteCertificate():
                 if self.kube.delete(_certificate_path(action.namespace, action.service), uid=action.uid):
                     self._event(owner, "Normal", "CertificateDeleted", f"Deleted: {action.reason}")
-            case RestartBroker():
+            case actions.RestartBroker():
                 self._restart_broker(action, owner)
-            case CertificateConflict():
+            case actions.CertificateConflict():
                 self._event(owner, "Warning", "CertificateNameConflict", action.reason)
         if action.kind in WRITES:
             self.metrics.actions.labels(action.kind).inc()
@@ -270,7 +245,7 @@ class Reconciler:
             message,
         )
 
-    def _create(self, action: Create, owner: Mapping[str, Any] | None) -> None:
+    def _create(self, action: actions.Create, owner: Mapping[str, Any] | None) -> None:
         try:
             self.kube.create(Kube.path("v1", "services", action.namespace), action.desired)
         except ApiError as error:
@@ -328,7 +303,7 @@ class Reconciler:
             )
             return service
 
-    def _update(self, action: Update, owner: Mapping[str, Any] | None) -> None:
+    def _update(self, action: actions.Update, owner: Mapping[str, Any] | None) -> None:
         path = _service_path(action.namespace, action.service)
         version = action.resource_version
         if action.convert_ownership:
@@ -356,7 +331,7 @@ class Reconciler:
             raise
         self._event(owner, "Normal", "ServiceUpdated", action.reason)
 
-    def _replace(self, action: Replace, owner: Mapping[str, Any] | None) -> None:
+    def _replace(self, action: actions.Replace, owner: Mapping[str, Any] | None) -> None:
         self._event(owner, "Warning", "ServiceReplaced", action.reason)
         self.kube.delete(_service_path(action.namespace, action.service), uid=action.uid)
         try:
@@ -366,20 +341,20 @@ class Reconciler:
                 raise ApiError(409, "AlreadyExists", f"{action.service} is still being deleted") from None
             raise
 
-    def _delete(self, action: Delete, owner: Mapping[str, Any] | None) -> None:
+    def _delete(self, action: actions.Delete, owner: Mapping[str, Any] | None) -> None:
         if self.kube.delete(_service_path(action.namespace, action.service), uid=action.uid):
             self._event(
                 owner, "Normal", "ServiceDeleted", f"Deleted Service {action.service}: {action.reason}"
             )
 
-    def _conflict(self, action: Conflict, owner: Mapping[str, Any] | None) -> None:
+    def _conflict(self, action: actions.Conflict, owner: Mapping[str, Any] | None) -> None:
         key = (action.namespace, action.service, action.uid)
         if key not in self._counted_conflicts:
             self._counted_conflicts.add(key)
             self.metrics.conflicts.inc()
         self._event(owner, "Warning", "ServiceNameConflict", action.reason)
 
-    def _unexposed(self, action: Unexposed, owner: Mapping[str, Any] | None) -> None:
+    def _unexposed(self, action: actions.Unexposed, owner: Mapping[str, Any] | None) -> None:
         """Said once per pod (its uid): a Warning Event on the StatefulSet, a log line, a metric."""
         if action.pod_uid in self._reported_unexposed:
             return
@@ -390,7 +365,7 @@ class Reconciler:
         log.warning(action.reason, extra={"fields": {"namespace": action.namespace, "pod": action.pod}})
         self._event(owner, "Warning", "BrokerNotExposed", action.reason)
 
-    def _audit(self, action: AuditViolation) -> None:
+    def _audit(self, action: actions.AuditViolation) -> None:
         """Report on the Service itself (its team sees it with kubectl describe); repair if asked."""
         involved: dict[str, Any] = {"apiVersion": "v1", "kind": "Service", "name": action.service}
         involved |= {"namespace": action.namespace, "uid": action.uid}
@@ -409,7 +384,7 @@ class Reconciler:
         self.metrics.audit_repairs.inc()
         self.events.record(involved, "Warning", "PolicyViolationRepaired", f"Repaired: {action.reason}")
 
-    def _report_address(self, action: ReportAddress, owner: Mapping[str, Any] | None) -> None:
+    def _report_address(self, action: actions.ReportAddress, owner: Mapping[str, Any] | None) -> None:
         patch: dict[str, Any] = {"metadata": {"annotations": {LOAD_BALANCER: action.address}}}
         if action.pod_uid:
             patch["metadata"]["uid"] = action.pod_uid  # only this pod, not a successor of the same name
@@ -422,7 +397,7 @@ class Reconciler:
         if action.address:
             self._event(owner, "Normal", "LoadBalancerAddress", action.reason)
 
-    def _apply_certificate(self, action: ApplyCertificate, owner: Mapping[str, Any] | None) -> None:
+    def _apply_certificate(self, action: actions.ApplyCertificate, owner: Mapping[str, Any] | None) -> None:
         """The cert-manager Certificate of a broker StatefulSet (encrypted external listeners)."""
         if action.password_secret is not None:
             try:  # create only: never read nor overwrite a Secret
@@ -439,7 +414,7 @@ class Reconciler:
         self.kube.apply(_certificate_path(action.namespace, action.service), action.desired)
         self._event(owner, "Normal", "CertificateApplied", action.reason)
 
-    def _restart_broker(self, action: RestartBroker, owner: Mapping[str, Any] | None) -> None:
+    def _restart_broker(self, action: actions.RestartBroker, owner: Mapping[str, Any] | None) -> None:
         """Evict (not delete) the broker pod: the API server refuses (429) what its PodDisruptionBudget
         does not allow, and the next reconcile tries again."""
         eviction = {

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -14,89 +15,88 @@ from typing import Any, ClassVar, TypeVar
 
 @dataclass(frozen=True, kw_only=True)
 class _Action:
-    kind: ClassVar[str]
+    kind: ClassVar[str]  # the class's name in kebab case: ChartLoadBalancer -> chart-load-balancer
     namespace: str
     service: str  # the Service name the action is about
     reason: str
     statefulset: str | None = None  # where the Event goes
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        cls.kind = re.sub(r"(?<!^)(?=[A-Z])", "-", cls.__name__.lstrip("_")).lower()
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ObjectAction(_Action):
+    """About one existing object, whose `uid` guards the write (None: not known)."""
+
+    uid: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _PodAction(_Action):
+    """About one broker pod, `pod`, whose `pod_uid` guards the write."""
+
+    pod: str
+    pod_uid: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
 class Create(_Action):
     """The slot's Service is missing: create it (never over an existing object)."""
 
-    kind: ClassVar[str] = "create"
     desired: dict[str, Any]
 
 
 @dataclass(frozen=True, kw_only=True)
-class Update(_Action):
+class Update(_ObjectAction):
     """Our Service drifted from the plan: server-side apply our fields, conditioned on the version."""
 
-    kind: ClassVar[str] = "update"
     desired: dict[str, Any]
-    uid: str | None
     resource_version: str | None
     convert_ownership: bool = False  # our create's field ownership must become "Apply" first
 
 
 @dataclass(frozen=True, kw_only=True)
-class Replace(_Action):
+class Replace(_ObjectAction):
     """An immutable setting changed and the settings allow replacing: delete, then create."""
 
-    kind: ClassVar[str] = "replace"
     desired: dict[str, Any]
-    uid: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
-class Delete(_Action):
+class Delete(_ObjectAction):
     """Our Service outlived its slot (scale-down, opt-out, orphaned)."""
 
-    kind: ClassVar[str] = "delete"
-    uid: str | None
-
 
 @dataclass(frozen=True, kw_only=True)
-class Wait(_Action):
+class Wait(_ObjectAction):
     """A deletion waits for the scale-down grace period: reconcile again after `delay`."""
 
-    kind: ClassVar[str] = "wait"
-    uid: str | None
     delay: float
 
 
 @dataclass(frozen=True, kw_only=True)
-class Conflict(_Action):
+class Conflict(_ObjectAction):
     """The name is taken by a Service we did not create (or by another broker's): report."""
 
-    kind: ClassVar[str] = "conflict"
     uid: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
-class ChartLoadBalancer(_Action):
+class ChartLoadBalancer(_ObjectAction):
     """The chart already has a LoadBalancer for this broker: do not add a second one."""
 
-    kind: ClassVar[str] = "chart-lb"
-    uid: str | None
-
 
 @dataclass(frozen=True, kw_only=True)
-class ImmutableKept(_Action):
+class ImmutableKept(_ObjectAction):
     """An immutable setting changed, the Service keeps its creation values: report."""
 
-    kind: ClassVar[str] = "immutable-kept"
-    uid: str | None
-
 
 @dataclass(frozen=True, kw_only=True)
-class ReportAddress(_Action):
+class ReportAddress(_PodAction):
     """The broker pod's load-balancer annotation differs from the Service's address."""
 
-    kind: ClassVar[str] = "report-address"
-    pod: str
-    pod_uid: str | None
     address: str | None  # None: remove the annotation
 
 
@@ -105,38 +105,27 @@ class CapReached(_Action):
     """Creating the slot's Service would take the namespace over `maxLoadBalancersPerNamespace`:
     nothing is created; report."""
 
-    kind: ClassVar[str] = "cap-reached"
     pod: str
 
 
 @dataclass(frozen=True, kw_only=True)
-class AuditViolation(_Action):
+class AuditViolation(_ObjectAction):
     """A Service kafka-expose did not create breaks the policy (the audit): report, and `repair`
     (when the settings say so) with these JSON patch operations."""
 
-    kind: ClassVar[str] = "audit-violation"
-    uid: str | None
     rules: tuple[str, ...]
     repair: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
-class AnnotationsIgnored(_Action):
+class AnnotationsIgnored(_PodAction):
     """A broker pod's kafka-expose annotations disagree with what its identity and the settings
     derive (forged, edited, or older settings): the derived plan is followed; report."""
 
-    kind: ClassVar[str] = "annotations-ignored"
-    pod: str
-    pod_uid: str | None
-
 
 @dataclass(frozen=True, kw_only=True)
-class Unexposed(_Action):
+class Unexposed(_PodAction):
     """A broker pod was admitted without kafka-expose (webhook unreachable): report."""
-
-    kind: ClassVar[str] = "unexposed"
-    pod: str
-    pod_uid: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,35 +134,25 @@ class ApplyCertificate(_Action):
     server-side apply it (`service` holds the Certificate's name). `password_secret`: the PKCS12
     keystore's password Secret, created when absent (never overwritten)."""
 
-    kind: ClassVar[str] = "apply-certificate"
     desired: dict[str, Any]
     password_secret: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
-class DeleteCertificate(_Action):
+class DeleteCertificate(_ObjectAction):
     """A Certificate kafka-expose made (owned by its StatefulSet) that no broker serves any more."""
-
-    kind: ClassVar[str] = "delete-certificate"
-    uid: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
-class RestartBroker(_Action):
+class RestartBroker(_PodAction):
     """cert-manager renewed the Certificate after this broker started: evict it (the Eviction API
     honours PodDisruptionBudgets), one broker of a StatefulSet at a time, all others Ready, so it comes
     back serving the new certificate. `service` holds the Certificate's name."""
-
-    kind: ClassVar[str] = "restart-broker"
-    pod: str
-    pod_uid: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
 class CertificateConflict(_Action):
     """The Certificate's name is taken by one kafka-expose did not make: left alone, reported."""
-
-    kind: ClassVar[str] = "certificate-conflict"
 
 
 Action = (
