@@ -9,7 +9,6 @@ from typing import Any
 
 from webhook.core import policy
 from webhook.core.actions import AuditViolation, NamespaceState
-from webhook.core.drift import proven_owner
 from webhook.core.names import (
     EXTERNAL_DNS,
 )
@@ -20,6 +19,7 @@ from webhook.core.objects import (
     spec_of,
     uid_of,
 )
+from webhook.core.services import proven_owner
 from webhook.core.settings import Settings
 
 # ------------------------------------------------------------------------------------------ audit

@@ -5,27 +5,22 @@ settings a cloud reads only at creation (recorded in the created-with annotation
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from webhook.core.clouds import IMMUTABLE_ANNOTATIONS
 from webhook.core.decision import BrokerPlan
-from webhook.core.names import (
-    CREATED_WITH,
-    FIELD_MANAGER,
-)
+from webhook.core.names import CREATED_WITH, FIELD_MANAGER
 from webhook.core.objects import (
     annotations_of,
     as_dict,
     labels_of,
     metadata_of,
-    name_of,
     spec_of,
     string_map,
-    uid_of,
 )
 from webhook.core.podspec import copy_json
-from webhook.core.services import broker_service, is_managed
+from webhook.core.services import broker_service
 from webhook.core.settings import Settings
 
 # The spec fields kafka-expose sets; fields the API server defaults are not ours to prune.
@@ -216,35 +211,3 @@ def drift(desired: Mapping[str, Any], observed: Mapping[str, Any], manager: str 
     # by the first Update that real drift needs (`convert_ownership`), so a Service that never drifts
     # costs one write, its create (issue 19). Stale fields it owns are found above either way.
     return reasons
-
-
-# ------------------------------------------------------------------------------- proof of ownership
-
-
-def _in_apps(api_version: Any) -> bool:
-    """apps/v1, as the API server writes it (old manifests' apps/v1beta* name the same objects)."""
-    return isinstance(api_version, str) and api_version.startswith("apps/")
-
-
-def proven_owner(
-    service: Mapping[str, Any], statefulsets: Sequence[Mapping[str, Any]], manager: str = FIELD_MANAGER
-) -> Mapping[str, Any] | None:
-    """The StatefulSet a Service was created for, when there is positive proof that kafka-expose
-    created it (issue 15, item 5: a label is no proof, anyone may set it): type LoadBalancer, the
-    created-with record, fields owned by kafka-expose's field manager, and an ownerReference to a
-    StatefulSet of `statefulsets` (the Service's namespace's) by uid. Only such a Service is ever
-    updated, replaced or deleted."""
-    if not is_managed(service) or spec_of(service).get("type") != "LoadBalancer":
-        return None
-    if CREATED_WITH not in annotations_of(service):
-        return None
-    entries = metadata_of(service).get("managedFields")
-    if not any(isinstance(e, dict) and e.get("manager") == manager for e in entries or []):
-        return None
-    by_uid = {uid_of(s): s for s in statefulsets if uid_of(s)}
-    for ref in metadata_of(service).get("ownerReferences") or []:
-        if isinstance(ref, dict) and ref.get("kind") == "StatefulSet" and _in_apps(ref.get("apiVersion")):
-            owner = by_uid.get(ref.get("uid") if isinstance(ref.get("uid"), str) else None)
-            if owner is not None and name_of(owner) == ref.get("name"):
-                return owner
-    return None

@@ -34,11 +34,11 @@ from webhook.core.names import (
 )
 from webhook.core.podspec import (
     ShapeError,
-    as_dict,
     as_list,
     as_str,
     containers,
     copy_json,
+    dict_at,
     editable_pod,
     literal_env,
     ports,
@@ -135,10 +135,10 @@ def _roles(container: dict[str, Any], family: Family) -> str | None:
 
 def pod_identity(obj: Mapping[str, Any], namespace: str | None) -> BrokerIdentity | None:
     """StatefulSet, ordinal and namespace of a pod, or None if it is not a StatefulSet pod."""
-    metadata = as_dict(obj.get("metadata"), "metadata")
+    metadata = dict_at(obj.get("metadata"), "metadata")
     labels = str_map(metadata.get("labels"), "metadata.labels")
     owners = [
-        as_dict(o, "ownerReferences[]") for o in as_list(metadata.get("ownerReferences"), "ownerReferences")
+        dict_at(o, "ownerReferences[]") for o in as_list(metadata.get("ownerReferences"), "ownerReferences")
     ]
     owner = next(
         (o for o in owners if o.get("kind") == "StatefulSet" and isinstance(o.get("name"), str)), None
@@ -302,16 +302,16 @@ def _unknown_layout(container: Mapping[str, Any], family: Family) -> str:
 
 def _mutate_pod(obj: Mapping[str, Any], settings: Settings, namespace: str | None) -> Decision:
     try:
-        metadata_in = as_dict(obj.get("metadata"), "metadata")
-        broker = find_broker(metadata_in, as_dict(obj.get("spec"), "spec"), settings)
+        metadata_in = dict_at(obj.get("metadata"), "metadata")
+        broker = find_broker(metadata_in, dict_at(obj.get("spec"), "spec"), settings)
         if broker is None:
             return _unchanged(obj, "skipped", "no Kafka broker container")
         identity = pod_identity(obj, namespace)
         if identity is None:
             return _unchanged(obj, "skipped", "not a StatefulSet pod")
         result = editable_pod(obj, broker.container_index)
-        metadata = as_dict(result.get("metadata"), "metadata")
-        spec = as_dict(result.get("spec"), "spec")
+        metadata = dict_at(result.get("metadata"), "metadata")
+        spec = dict_at(result.get("spec"), "spec")
         plan = expose(metadata, spec, settings, identity, concrete=True, broker=broker)
     except (NotExposed, HostError) as err:
         warn = err.warn if isinstance(err, NotExposed) else True
@@ -326,17 +326,17 @@ def _mutate_pod(obj: Mapping[str, Any], settings: Settings, namespace: str | Non
 def _mutate_statefulset(obj: Mapping[str, Any], settings: Settings, namespace: str | None) -> Decision:
     """For `render`: expose the pod template, plan a Service per ordinal."""
     result = copy_json(dict(obj))
-    metadata = as_dict(result.get("metadata"), "metadata")
+    metadata = dict_at(result.get("metadata"), "metadata")
     name = as_str(metadata.get("name"), "metadata.name")
     ns = as_str(namespace or metadata.get("namespace") or "default", "metadata.namespace")
-    spec = as_dict(result.get("spec"), "spec")
+    spec = dict_at(result.get("spec"), "spec")
     replicas = spec.get("replicas", 1)
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
         raise ShapeError("spec.replicas is not a non-negative integer")
-    template = as_dict(spec.get("template"), "spec.template")
+    template = dict_at(spec.get("template"), "spec.template")
     template_meta = template.setdefault("metadata", {})
-    as_dict(template_meta, "spec.template.metadata")
-    template_spec = as_dict(template.get("spec"), "spec.template.spec")
+    dict_at(template_meta, "spec.template.metadata")
+    template_spec = dict_at(template.get("spec"), "spec.template.spec")
     identity = BrokerIdentity(name, ns)
     try:
         # Every ordinal's host must be valid before anything is changed.
@@ -378,19 +378,19 @@ def _mutate_service(obj: Mapping[str, Any], settings: Settings, namespace: str |
     broker's external-dns name when it fronts a single broker), so it cannot open a public LB."""
     if is_managed(obj):
         return _unchanged(obj, "skipped", "created by kafka-expose")
-    spec = as_dict(obj.get("spec"), "spec")
+    spec = dict_at(obj.get("spec"), "spec")
     if spec.get("type") != "LoadBalancer":
         return _unchanged(obj, "skipped", "not a LoadBalancer Service")
     if not selects_kafka(obj, settings):
         return _unchanged(obj, "skipped", "does not select Kafka brokers")
     result = copy_json(dict(obj))
-    metadata = as_dict(result.setdefault("metadata", {}), "metadata")
+    metadata = dict_at(result.setdefault("metadata", {}), "metadata")
     annotations = str_map(metadata.setdefault("annotations", {}), "metadata.annotations")
     lb = settings.load_balancer
     annotations.update(lb.internal_annotations())
     ns = as_str(namespace or metadata.get("namespace") or "default", "metadata.namespace")
     host = single_broker_host(obj, settings, ns)
-    result_spec = as_dict(result["spec"], "spec")
+    result_spec = dict_at(result["spec"], "spec")
     if host and settings.on_existing_listener == "replace":
         # The controller adopts a chart's own per-broker LB instead of creating a second one. With
         # `replace` the broker's listener moves to our name and port: the LB follows it (our name,

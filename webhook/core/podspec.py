@@ -17,7 +17,7 @@ class ShapeError(ValueError):
     """The object does not have the shape Kubernetes gives it."""
 
 
-def as_dict(value: Any, where: str) -> dict[str, Any]:
+def dict_at(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -43,7 +43,7 @@ _STR = {str}
 
 
 def str_map(value: Any, where: str) -> dict[str, str]:
-    mapping = as_dict(value, where)
+    mapping = dict_at(value, where)
     # the types of all keys and values, collected at C speed (JSON has no str subclasses)
     if not {*map(type, mapping), *map(type, mapping.values())} <= _STR:
         raise ShapeError(f"{where} must map strings to strings")
@@ -55,7 +55,7 @@ def containers(spec: Mapping[str, Any], field: str = "containers") -> list[dict[
     for index, item in enumerate(items):
         if type(item) is dict and type(item.get("name")) is str and type(item.get("image", "")) is str:
             continue  # the usual case, checked cheaply: this runs several times per admission
-        container = as_dict(item, f"spec.{field}[{index}]")
+        container = dict_at(item, f"spec.{field}[{index}]")
         as_str(container.get("name"), f"spec.{field}[{index}].name")
         raise ShapeError(f"spec.{field}[{index}].image is not a string")
     return items
@@ -64,7 +64,7 @@ def containers(spec: Mapping[str, Any], field: str = "containers") -> list[dict[
 def env_list(container: Mapping[str, Any]) -> list[dict[str, Any]]:
     entries = as_list(container.get("env"), "env")
     for entry in entries:
-        as_str(as_dict(entry, "env[]").get("name"), "env[].name")
+        as_str(dict_at(entry, "env[]").get("name"), "env[].name")
     return entries
 
 
@@ -111,7 +111,7 @@ def set_env_value(container: dict[str, Any], name: str, value: str) -> None:
 def ports(container: Mapping[str, Any]) -> list[dict[str, Any]]:
     items = as_list(container.get("ports"), "ports")
     for item in items:
-        port = as_dict(item, "ports[]").get("containerPort")
+        port = dict_at(item, "ports[]").get("containerPort")
         if not isinstance(port, int) or isinstance(port, bool):
             raise ShapeError("ports[].containerPort is not an integer")
     return items
@@ -146,8 +146,8 @@ def editable_pod(obj: Mapping[str, Any], container_index: int) -> dict[str, Any]
     CPU, and the JSON-patch diff skips every shared subtree by identity."""
     result = dict(obj)
     if "metadata" in obj:
-        result["metadata"] = dict(as_dict(obj["metadata"], "metadata"))
-    spec = result["spec"] = dict(as_dict(obj.get("spec"), "spec"))
+        result["metadata"] = dict(dict_at(obj["metadata"], "metadata"))
+    spec = result["spec"] = dict(dict_at(obj.get("spec"), "spec"))
     items = spec["containers"] = list(containers(spec))
     items[container_index] = dict(items[container_index])
     return result

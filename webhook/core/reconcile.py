@@ -53,19 +53,15 @@ from webhook.core.actions import (
     Update,
     Wait,
 )
-from webhook.core.audit import (
-    audit_services,
-)
+from webhook.core.audit import audit_services
 from webhook.core.certificates import certificate_name, planned_objects
 from webhook.core.decision import BrokerPlan
 from webhook.core.drift import (
     _encode,
-    _in_apps,
     desired_service,
     drift,
     has_create_ownership,
     immutable_settings,
-    proven_owner,
     recorded_immutable_settings,
     with_immutable_settings,
 )
@@ -94,7 +90,7 @@ from webhook.core.objects import (
     string_map,
     uid_of,
 )
-from webhook.core.services import is_managed, selected_broker
+from webhook.core.services import in_apps, is_managed, proven_owner, selected_broker
 from webhook.core.settings import Settings
 
 # ------------------------------------------------------------------------------------- small readers
@@ -145,7 +141,7 @@ def controlling_statefulset(
     for ref in metadata_of(pod).get("ownerReferences") or []:
         if not isinstance(ref, dict) or ref.get("controller") is not True:
             continue
-        if ref.get("kind") != "StatefulSet" or not _in_apps(ref.get("apiVersion")):
+        if ref.get("kind") != "StatefulSet" or not in_apps(ref.get("apiVersion")):
             return None
         return next(
             (s for s in statefulsets if uid_of(s) == ref.get("uid") and name_of(s) == ref.get("name")), None

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from webhook.core.decision import BrokerPlan
 from webhook.core.hosts import BrokerIdentity, HostError, render, split_pod_name
 from webhook.core.names import (
     ADVERTISED,
+    CREATED_WITH,
     EXTERNAL_DNS,
+    FIELD_MANAGER,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     OWNED_LABEL,
@@ -19,7 +21,8 @@ from webhook.core.names import (
     STATEFULSET_LABEL,
     STS_POD_NAME_LABEL,
 )
-from webhook.core.podspec import as_dict
+from webhook.core.objects import annotations_of, metadata_of, name_of, spec_of, uid_of
+from webhook.core.podspec import dict_at
 from webhook.core.settings import Settings
 
 MAX_NAME = 63
@@ -119,7 +122,7 @@ def broker_service(
 def lead_to_listener(ports: list[Any], port: int, target: str) -> list[dict[str, Any]]:
     """A chart LB's ports with `port` leading to the container port named `target` (the broker's
     external listener): the entry on `port` is retargeted, or one is added; the others stay."""
-    entries = [dict(as_dict(entry, "spec.ports[]")) for entry in ports]
+    entries = [dict(dict_at(entry, "spec.ports[]")) for entry in ports]
     for entry in entries:
         if entry.get("port") == port:
             entry["targetPort"] = target
@@ -163,3 +166,35 @@ def single_broker_host(service: Mapping[str, Any], settings: Settings, namespace
         return render(settings.host_template, identity, settings.domain)
     except HostError:
         return None
+
+
+# ------------------------------------------------------------------------------- proof of ownership
+
+
+def in_apps(api_version: Any) -> bool:
+    """apps/v1, as the API server writes it (old manifests' apps/v1beta* name the same objects)."""
+    return isinstance(api_version, str) and api_version.startswith("apps/")
+
+
+def proven_owner(
+    service: Mapping[str, Any], statefulsets: Sequence[Mapping[str, Any]], manager: str = FIELD_MANAGER
+) -> Mapping[str, Any] | None:
+    """The StatefulSet a Service was created for, when there is positive proof that kafka-expose
+    created it (issue 15, item 5: a label is no proof, anyone may set it): type LoadBalancer, the
+    created-with record, fields owned by kafka-expose's field manager, and an ownerReference to a
+    StatefulSet of `statefulsets` (the Service's namespace's) by uid. Only such a Service is ever
+    updated, replaced or deleted."""
+    if not is_managed(service) or spec_of(service).get("type") != "LoadBalancer":
+        return None
+    if CREATED_WITH not in annotations_of(service):
+        return None
+    entries = metadata_of(service).get("managedFields")
+    if not any(isinstance(e, dict) and e.get("manager") == manager for e in entries or []):
+        return None
+    by_uid = {uid_of(s): s for s in statefulsets if uid_of(s)}
+    for ref in metadata_of(service).get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("kind") == "StatefulSet" and in_apps(ref.get("apiVersion")):
+            owner = by_uid.get(ref.get("uid") if isinstance(ref.get("uid"), str) else None)
+            if owner is not None and name_of(owner) == ref.get("name"):
+                return owner
+    return None

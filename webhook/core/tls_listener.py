@@ -14,15 +14,15 @@ from typing import Any
 from webhook.core.certificates import VOLUME, ExternalTls
 from webhook.core.images import Family
 from webhook.core.listeners import ListenerEdit, format_protocol_map, parse_protocol_map
-from webhook.core.podspec import as_dict, as_list, env_list
+from webhook.core.podspec import as_list, dict_at, env_list
 
 
 def mount(spec: dict[str, Any], container: dict[str, Any], tls: ExternalTls) -> None:
     """The certificate Secret as a read-only volume of the broker container (new lists, see
     podspec.editable_pod); a mount of ours from an earlier pass is replaced, not doubled."""
-    volumes = [as_dict(v, "volumes[]") for v in as_list(spec.get("volumes"), "volumes")]
+    volumes = [dict_at(v, "volumes[]") for v in as_list(spec.get("volumes"), "volumes")]
     spec["volumes"] = [*(v for v in volumes if v.get("name") != VOLUME), tls.volume()]
-    mounts = [as_dict(m, "volumeMounts[]") for m in as_list(container.get("volumeMounts"), "volumeMounts")]
+    mounts = [dict_at(m, "volumeMounts[]") for m in as_list(container.get("volumeMounts"), "volumeMounts")]
     container["volumeMounts"] = [*(m for m in mounts if m.get("name") != VOLUME), tls.volume_mount()]
 
 
