@@ -20,12 +20,18 @@ from typing import Any, Protocol
 from webhook.core import runtime, tls_listener
 from webhook.core.certificates import ExternalTls
 from webhook.core.images import START_SCRIPT, Family
-from webhook.core.listeners import ListenerError, add_external_listener, choose_name, parse_listeners
+from webhook.core.listeners import (
+    BrokerListeners,
+    ListenerError,
+    add_external_listener,
+    choose_name,
+    parse_listeners,
+)
 from webhook.core.podspec import (
     ShapeError,
-    as_dict,
     as_list,
     containers,
+    dict_at,
     env_entry,
     env_list,
     literal_env,
@@ -95,7 +101,7 @@ class _RuntimeName:
 
 def _mounts(container: dict[str, Any]) -> list[dict[str, Any]]:
     return [
-        as_dict(mount, "volumeMounts[]") for mount in as_list(container.get("volumeMounts"), "volumeMounts")
+        dict_at(mount, "volumeMounts[]") for mount in as_list(container.get("volumeMounts"), "volumeMounts")
     ]
 
 
@@ -115,7 +121,7 @@ class PreparedFile(_RuntimeName):
                 continue
             if not isinstance(sub_path, str) or not isinstance(volume, str):
                 continue
-            volumes = (as_dict(v, "volumes[]") for v in as_list(spec.get("volumes"), "volumes"))
+            volumes = (dict_at(v, "volumes[]") for v in as_list(spec.get("volumes"), "volumes"))
             if not any(v.get("name") == volume and "emptyDir" in v for v in volumes):
                 continue
             for init in containers(spec, "initContainers"):
@@ -231,16 +237,7 @@ def in_force(container: dict[str, Any], family: Family, prop: str) -> str:
     return next((n for n in names if env_entry(container, n) is not None), names[-1])
 
 
-@dataclass(frozen=True)
-class _EnvConfig:
-    advertised: str
-    listeners: str | None
-    protocol_map: str | None
-    inter_broker: str
-    controllers: list[str]
-
-
-def _env_config(container: dict[str, Any], family: Family) -> _EnvConfig:
+def _env_config(container: dict[str, Any], family: Family) -> BrokerListeners:
     def value(prop: str) -> str | None:
         return literal_env(container, in_force(container, family, prop))
 
@@ -252,7 +249,7 @@ def _env_config(container: dict[str, Any], family: Family) -> _EnvConfig:
         # start-kafka.sh derives nothing: Kafka binds PLAINTEXT on `port` (KAFKA_PORT, default 9092).
         port = literal_env(container, "KAFKA_PORT") or "9092"
         listeners = f"PLAINTEXT://:{port}" if port.isdigit() else None
-    return _EnvConfig(
+    return BrokerListeners(
         advertised=value("advertised.listeners") or "",
         listeners=listeners,
         protocol_map=value("listener.security.protocol.map"),
@@ -310,11 +307,7 @@ class EnvOnly:
             )
         config = _env_config(container, family)
         edit = add_external_listener(
-            advertised=config.advertised,
-            listeners=config.listeners,
-            protocol_map=config.protocol_map,
-            inter_broker=config.inter_broker,
-            controllers=config.controllers,
+            config,
             name=listen.name,
             host=listen.host_expression,
             port=listen.advertised_port,

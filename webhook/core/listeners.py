@@ -42,19 +42,17 @@ class Listener:
         return int(self.port) if self.port.isascii() and self.port.isdigit() else None
 
 
-def _check_entries(value: str) -> None:
+def _entries(value: str) -> list[str]:
+    """The non-empty comma-separated entries of a Kafka list setting (at most MAX_ENTRIES)."""
     if value.count(",") >= MAX_ENTRIES:
         raise ListenerError(f"more than {MAX_ENTRIES} entries")
+    return [entry for entry in (raw.strip() for raw in value.split(",")) if entry]
 
 
 def parse_listeners(value: str) -> list[Listener]:
     """Parse a listener list; raise ListenerError on an entry Kafka would refuse."""
-    _check_entries(value)
     listeners = []
-    for raw in value.split(","):
-        entry = raw.strip()
-        if not entry:
-            continue
+    for entry in _entries(value):
         match = _ENTRY_RE.match(entry)
         if not match:
             raise ListenerError(f"listener entry {entry!r} is not NAME://host:port")
@@ -71,12 +69,8 @@ def format_listeners(listeners: list[Listener]) -> str:
 
 
 def parse_protocol_map(value: str) -> list[tuple[str, str]]:
-    _check_entries(value)
     pairs = []
-    for raw in value.split(","):
-        entry = raw.strip()
-        if not entry:
-            continue
+    for entry in _entries(value):
         name, sep, protocol = entry.partition(":")
         if not sep or protocol.strip().upper() not in SECURITY_PROTOCOLS:
             raise ListenerError(f"protocol map entry {entry!r} is not NAME:PROTOCOL")
@@ -190,13 +184,20 @@ class ListenerEdit:
     replaced_existing: bool
 
 
+@dataclass(frozen=True)
+class BrokerListeners:
+    """A broker's listener settings as the chart wrote them (None: not set)."""
+
+    advertised: str
+    listeners: str | None
+    protocol_map: str | None
+    inter_broker: str | None
+    controllers: list[str]
+
+
 def add_external_listener(
+    current: BrokerListeners,
     *,
-    advertised: str,
-    listeners: str | None,
-    protocol_map: str | None,
-    inter_broker: str | None,
-    controllers: list[str],
     name: str,
     host: str,
     port: int,
@@ -208,14 +209,21 @@ def add_external_listener(
 ) -> ListenerEdit | None:
     """Add `name://host:port` to the advertised listeners and `name://:container_port` to the bound ones.
 
-    `listeners=None` means "derived from the advertised ones" (Confluent/Apache images);
-    `protocol_map=None` means Kafka's default. Returns None when `on_existing == "keep"` and the
+    `current.listeners=None` means "derived from the advertised ones" (Confluent/Apache images);
+    `current.protocol_map=None` means Kafka's default. Returns None when `on_existing == "keep"` and the
     broker already advertises `name`. Raises ListenerError when the edit would stop Kafka.
     """
-    advertised_entries = parse_listeners(advertised)
-    bound = parse_listeners(listeners) if listeners is not None else derive_listeners(advertised_entries)
+    inter_broker, controllers = current.inter_broker, current.controllers
+    advertised_entries = parse_listeners(current.advertised)
+    bound = (
+        parse_listeners(current.listeners)
+        if current.listeners is not None
+        else derive_listeners(advertised_entries)
+    )
     pairs = (
-        parse_protocol_map(protocol_map) if protocol_map is not None else default_protocol_map(controllers)
+        parse_protocol_map(current.protocol_map)
+        if current.protocol_map is not None
+        else default_protocol_map(controllers)
     )
     name = choose_name(name, fallbacks, advertised_entries, bound, inter_broker, controllers, host, headless)
     existing = any(entry.name == name for entry in advertised_entries)
