@@ -39,19 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=f"{socket.gethostname()}_{os.getpid()}",
         help="this candidate's name in the Lease (default: hostname_pid)",
     )
-    parser.add_argument(
-        "--lease-duration", type=float, default=15.0, metavar="SECONDS", help="how long a Lease holds"
-    )
-    parser.add_argument(
-        "--renew-deadline",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="the leader steps down when it could not renew for this long",
-    )
-    parser.add_argument(
-        "--retry-period", type=float, default=2.0, metavar="SECONDS", help="how often to renew or try to lead"
-    )
+    for flag, default, text in LEASE_TIMINGS:
+        parser.add_argument(flag, type=float, default=default, metavar="SECONDS", help=text)
     parser.add_argument(
         "--metrics-port",
         type=int,
@@ -66,18 +55,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watch-timeout", type=int, default=300, help=argparse.SUPPRESS)
 
 
+# The Lease's timings, in the order of Lease's fields: flag, default (client-go's), help
+LEASE_TIMINGS = (
+    ("--lease-duration", 15.0, "how long a Lease holds"),
+    ("--renew-deadline", 10.0, "the leader steps down when it could not renew for this long"),
+    ("--retry-period", 2.0, "how often to renew or try to lead"),
+)
+
+
 def run(args: argparse.Namespace) -> int:
     from webhook.config import SettingsStore
     from webhook.controller.health import HealthServer
-    from webhook.controller.manager import Controller, Lease
+    from webhook.controller.manager import Controller
     from webhook.controller.metrics import Metrics
     from webhook.kube.client import Backoff, Kube, load_api_client
+    from webhook.kube.leader import Lease
     from webhook.logs import configure_logging
 
     configure_logging(args.log_level)
     if args.log_level != "debug":  # urllib3 warns on each connection retry; our own logs say what failed
         logging.getLogger("urllib3").setLevel(logging.ERROR)
-    if not 0 < args.retry_period < args.renew_deadline < args.lease_duration:
+    timings = (args.lease_duration, args.renew_deadline, args.retry_period)
+    try:
+        lease = Lease(args.lease_namespace, args.lease_name, args.identity, *timings)
+    except ValueError:
         log.error("need 0 < --retry-period < --renew-deadline < --lease-duration")
         return 2
     settings = SettingsStore.at_start(args.config, log)
@@ -91,14 +92,6 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot load Kubernetes credentials", extra={"fields": {"error": str(error)}})
         return 2
     metrics = Metrics()
-    lease = Lease(
-        args.lease_namespace,
-        args.lease_name,
-        args.identity,
-        duration=args.lease_duration,
-        renew_deadline=args.renew_deadline,
-        retry_period=args.retry_period,
-    )
     controller = Controller(
         Kube(api),
         Kube(watch_api),

@@ -15,7 +15,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from webhook.config import SettingsStore
@@ -32,23 +31,11 @@ from webhook.controller.watches import (
 from webhook.core.names import EXPOSED_LABEL, MANAGED_BY_VALUE, OPT_IN_LABEL, OPT_IN_VALUE, OWNED_LABEL
 from webhook.kube.client import ApiError, Kube
 from webhook.kube.events import EventRecorder
-from webhook.kube.leader import LeaderElector
+from webhook.kube.leader import LeaderElector, Lease
 
 log = logging.getLogger("kafka_expose.controller")
 
 COMPONENT = "kafka-expose-controller"
-
-
-@dataclass(frozen=True)
-class Lease:
-    """Where and how the replicas elect their leader."""
-
-    namespace: str
-    name: str
-    identity: str
-    duration: float = 15.0
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
 
 
 class Term:
@@ -226,15 +213,7 @@ class Controller:
         self.watch_kube = watch_kube
         self.watch_timeout = watch_timeout
         self.elector = LeaderElector(
-            elector_kube,
-            lease.namespace,
-            lease.name,
-            lease.identity,
-            lease_duration=lease.duration,
-            renew_deadline=lease.renew_deadline,
-            retry_period=lease.retry_period,
-            on_started_leading=self._started,
-            on_stopped_leading=self._stopped,
+            elector_kube, lease, on_started_leading=self._started, on_stopped_leading=self._stopped
         )
         self.reconciler = Reconciler(
             kube, settings, EventRecorder(kube, COMPONENT, lease.identity), metrics, self.elector.is_leader
@@ -299,5 +278,5 @@ class Controller:
                 stop.set()
                 elector.join()
                 return 1
-        elector.join(timeout=self.elector.renew_deadline + 5)
+        elector.join(timeout=self.elector.lease.renew_deadline + 5)
         return 0

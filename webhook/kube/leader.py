@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.kube.client import ApiError, Kube, now_rfc3339
@@ -20,6 +21,23 @@ from webhook.kube.client import ApiError, Kube, now_rfc3339
 log = logging.getLogger("kafka_expose.kube")
 
 
+@dataclass(frozen=True)
+class Lease:
+    """Where and how the replicas elect their leader (client-go's LeaderElectionConfig)."""
+
+    namespace: str
+    name: str
+    identity: str
+    duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.retry_period < self.renew_deadline < self.duration:
+            raise ValueError("need 0 < retry period < renew deadline < lease duration")
+
+
+@dataclass(eq=False)
 class LeaderElector:
     """Leader election on a coordination.k8s.io/v1 Lease, as client-go's leaderelection does.
 
@@ -30,39 +48,19 @@ class LeaderElector:
     leader releases the Lease (no holder) so a successor takes over at once.
     """
 
-    def __init__(
-        self,
-        kube: Kube,
-        namespace: str,
-        name: str,
-        identity: str,
-        lease_duration: float = 15.0,
-        renew_deadline: float = 10.0,
-        retry_period: float = 2.0,
-        on_started_leading: Callable[[], None] = lambda: None,
-        on_stopped_leading: Callable[[], None] = lambda: None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if not retry_period < renew_deadline < lease_duration:
-            raise ValueError("need retry period < renew deadline < lease duration")
-        self.kube = kube
-        self.namespace = namespace
-        self.name = name
-        self.identity = identity
-        self.lease_duration = lease_duration
-        self.renew_deadline = renew_deadline
-        self.retry_period = retry_period
-        self.on_started_leading = on_started_leading
-        self.on_stopped_leading = on_stopped_leading
-        self.clock = clock
-        self._leading = threading.Event()
-        self._observed: tuple[Any, ...] | None = None
-        self._observed_at = 0.0
-        self._renewed_at = 0.0
+    kube: Kube
+    lease: Lease
+    on_started_leading: Callable[[], None] = lambda: None
+    on_stopped_leading: Callable[[], None] = lambda: None
+    clock: Callable[[], float] = time.monotonic
+    _leading: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _observed: tuple[Any, ...] | None = field(default=None, init=False, repr=False)
+    _observed_at: float = field(default=0.0, init=False, repr=False)
+    _renewed_at: float = field(default=0.0, init=False, repr=False)
 
     @property
     def path(self) -> str:
-        return Kube.path("coordination.k8s.io/v1", "leases", self.namespace, self.name)
+        return Kube.path("coordination.k8s.io/v1", "leases", self.lease.namespace, self.lease.name)
 
     def is_leader(self) -> bool:
         return self._leading.is_set()
@@ -72,11 +70,11 @@ class LeaderElector:
         try:
             while not stop.is_set():
                 started = self.clock()
-                if self._leading.is_set() and started - self._renewed_at > self.renew_deadline:
+                if self._leading.is_set() and started - self._renewed_at > self.lease.renew_deadline:
                     self._step_down("could not renew the lease")
                 won = self._try_acquire_or_renew()
                 now = self.clock()
-                if won and now - started > self.renew_deadline:
+                if won and now - started > self.lease.renew_deadline:
                     won = False  # too slow to count: others may have seen the lease expire meanwhile
                 if won:
                     self._renewed_at = started  # the lease runs from when the renewal was sent
@@ -85,17 +83,17 @@ class LeaderElector:
                         log.info("became the leader", extra={"fields": self._fields()})
                         self.on_started_leading()
                 elif self._leading.is_set() and (
-                    now - self._renewed_at > self.renew_deadline or self._held_by_other()
+                    now - self._renewed_at > self.lease.renew_deadline or self._held_by_other()
                 ):
                     self._step_down("could not renew the lease")
-                stop.wait(self.retry_period)
+                stop.wait(self.lease.retry_period)
         finally:
             if self._leading.is_set():
                 self._step_down("shutting down", expected=True)
                 self.release()
 
     def _fields(self) -> dict[str, Any]:
-        return {"lease": f"{self.namespace}/{self.name}", "identity": self.identity}
+        return {"lease": f"{self.lease.namespace}/{self.lease.name}", "identity": self.lease.identity}
 
     def _step_down(self, why: str, expected: bool = False) -> None:
         self._leading.clear()
@@ -107,7 +105,7 @@ class LeaderElector:
         self.on_stopped_leading()
 
     def _held_by_other(self) -> bool:
-        return self._observed is not None and self._observed[0] not in (None, "", self.identity)
+        return self._observed is not None and self._observed[0] not in (None, "", self.lease.identity)
 
     def _try_acquire_or_renew(self) -> bool:
         now = now_rfc3339(micro=True)
@@ -115,42 +113,45 @@ class LeaderElector:
             lease = self.kube.get(self.path)
             if lease is None:
                 self.kube.create(
-                    Kube.path("coordination.k8s.io/v1", "leases", self.namespace),
+                    Kube.path("coordination.k8s.io/v1", "leases", self.lease.namespace),
                     {
                         "apiVersion": "coordination.k8s.io/v1",
                         "kind": "Lease",
-                        "metadata": {"name": self.name, "namespace": self.namespace},
+                        "metadata": {"name": self.lease.name, "namespace": self.lease.namespace},
                         "spec": {
-                            "holderIdentity": self.identity,
-                            "leaseDurationSeconds": max(1, round(self.lease_duration)),
+                            "holderIdentity": self.lease.identity,
+                            "leaseDurationSeconds": max(1, round(self.lease.duration)),
                             "acquireTime": now,
                             "renewTime": now,
                             "leaseTransitions": 0,
                         },
                     },
                 )
-                self._observe((self.identity, now))
+                self._observe((self.lease.identity, now))
                 return True
             spec = lease.get("spec") or {}
             holder = spec.get("holderIdentity") or None
             self._observe((holder, spec.get("renewTime"), spec.get("leaseDurationSeconds")))
-            duration = spec.get("leaseDurationSeconds") or self.lease_duration
-            if holder not in (None, self.identity) and self._observed_at + float(duration) > self.clock():
+            duration = spec.get("leaseDurationSeconds") or self.lease.duration
+            if (
+                holder not in (None, self.lease.identity)
+                and self._observed_at + float(duration) > self.clock()
+            ):
                 return False  # held by another candidate, and renewed recently
             new_spec = dict(spec)
             new_spec.update(
                 {
-                    "holderIdentity": self.identity,
-                    "leaseDurationSeconds": max(1, round(self.lease_duration)),
+                    "holderIdentity": self.lease.identity,
+                    "leaseDurationSeconds": max(1, round(self.lease.duration)),
                     "renewTime": now,
                 }
             )
-            if holder != self.identity:
+            if holder != self.lease.identity:
                 new_spec["acquireTime"] = now
                 new_spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
             # PUT with the resourceVersion just read: 409 if anyone wrote the Lease in between.
             self.kube.replace(self.path, {**lease, "spec": new_spec})
-            self._observe((self.identity, now))
+            self._observe((self.lease.identity, now))
             return True
         except ApiError as error:
             if error.status not in (409,):
@@ -167,7 +168,7 @@ class LeaderElector:
         try:
             lease = self.kube.get(self.path)
             spec = (lease or {}).get("spec") or {}
-            if lease is None or spec.get("holderIdentity") != self.identity:
+            if lease is None or spec.get("holderIdentity") != self.lease.identity:
                 return
             now = now_rfc3339(micro=True)
             new_spec = {**spec, "leaseDurationSeconds": 1, "renewTime": now}

@@ -473,7 +473,7 @@ def test_the_charts_own_broker_load_balancer_is_used() -> None:
     chart["status"] = {"loadBalancer": {"ingress": [{"hostname": "lb-0.elb.example.com"}]}}
     plan = plan_namespace(state(pods, [sts], [chart]), SETTINGS)
     assert kinds(plan)[:3] == [
-        ("chart-lb", "kafka-broker-0-external-chart"),
+        ("chart-load-balancer", "kafka-broker-0-external-chart"),
         ("create", "kafka-broker-1-external"),
         ("create", "kafka-broker-2-external"),
     ]
@@ -724,11 +724,11 @@ def test_the_charts_own_load_balancers_under_our_names_are_not_conflicts(name: s
     ]
     pods = [exposed_pod(sts, i) for i in range(3)]
     plan = plan_namespace(state(pods, [sts], chart), SETTINGS)
-    assert kinds(plan) == [("chart-lb", f"kafka-{i}-external") for i in range(3)]
+    assert kinds(plan) == [("chart-load-balancer", f"kafka-{i}-external") for i in range(3)]
     # as rendered, never admitted (created while the webhook was down): the audit reports them
     raw = [s for s in services(docs) if s["spec"].get("type") == "LoadBalancer"]
     audited = plan_namespace(state(pods, [sts], raw), SETTINGS)
-    assert {kind for kind, _ in kinds(audited)} >= {"chart-lb", "audit-violation"}
+    assert {kind for kind, _ in kinds(audited)} >= {"chart-load-balancer", "audit-violation"}
 
 
 def test_statefulset_ordinals_start() -> None:
@@ -809,7 +809,7 @@ class FakeLeases:
 
 
 def test_leader_election_one_leader_takeover_and_release() -> None:
-    from webhook.kube.leader import LeaderElector
+    from webhook.kube.leader import LeaderElector, Lease
 
     leases = FakeLeases()
     now = [0.0]
@@ -818,12 +818,7 @@ def test_leader_election_one_leader_takeover_and_release() -> None:
     def elector(name: str) -> LeaderElector:
         return LeaderElector(
             leases,  # type: ignore[arg-type]
-            "ns",
-            "lease",
-            name,
-            lease_duration=4,
-            renew_deadline=3,
-            retry_period=1,
+            Lease("ns", "lease", name, duration=4, renew_deadline=3, retry_period=1),
             on_started_leading=lambda: events.append(f"{name} leads"),
             on_stopped_leading=lambda: events.append(f"{name} stops"),
             clock=lambda: now[0],
