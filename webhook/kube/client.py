@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
 
 import urllib3
@@ -169,6 +169,14 @@ def with_retries(
             time.sleep(delay)
 
 
+class Call(TypedDict, total=False):
+    """What one API call sends beside its method and path."""
+
+    query: Mapping[str, str]
+    body: Any
+    content_type: str
+
+
 class Kube:
     """Raw REST calls with the client's authentication; every error is an ApiError."""
 
@@ -190,14 +198,9 @@ class Kube:
     # -- plumbing ----------------------------------------------------------------------------------
 
     def _send(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, str] | None = None,
-        body: Any = None,
-        content_type: str | None = None,
-        timeout: float | tuple[float, float] | None = None,
+        self, method: str, path: str, timeout: float | tuple[float, float] | None = None, **call: Unpack[Call]
     ) -> Any:
+        query, body, content_type = call.get("query"), call.get("body"), call.get("content_type")
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
@@ -219,19 +222,11 @@ class Kube:
             raise
         return response
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, str] | None = None,
-        body: Any = None,
-        content_type: str | None = None,
-        retry: bool = True,
-    ) -> JSON:
+    def request(self, method: str, path: str, retry: bool = True, **call: Unpack[Call]) -> JSON:
         """One API call with its JSON answer; transient errors are retried with backoff."""
 
         def once() -> JSON:
-            response = self._send(method, path, query, body, content_type)
+            response = self._send(method, path, **call)
             try:
                 data = response.read()
             except TRANSPORT_ERRORS as error:
@@ -280,7 +275,7 @@ class Kube:
         version = ""
         while True:
             try:
-                answer = self.request("GET", path, query, retry=retry)
+                answer = self.request("GET", path, retry, query=query)
             except ApiError as error:
                 if error.status == 410 and "continue" in query:  # the continue token expired: start over
                     items, version = [], ""
@@ -295,25 +290,28 @@ class Kube:
                 return items, version
             query["continue"] = str(token)
 
+    def _managed(self) -> dict[str, str]:
+        return {"fieldManager": self.field_manager}
+
     def create(self, path: str, body: Mapping[str, Any]) -> JSON:
-        return self.request("POST", path, {"fieldManager": self.field_manager}, dict(body))
+        return self.request("POST", path, query=self._managed(), body=dict(body))
 
     def apply(self, path: str, body: Mapping[str, Any], force: bool = True) -> JSON:
         """Server-side apply under our field manager: only the fields in `body` are ours."""
         query = {"fieldManager": self.field_manager, "force": "true" if force else "false"}
-        return self.request("PATCH", path, query, dict(body), APPLY_PATCH)
+        return self.request("PATCH", path, query=query, body=dict(body), content_type=APPLY_PATCH)
 
     def merge_patch(self, path: str, patch: Mapping[str, Any]) -> JSON:
-        return self.request("PATCH", path, {"fieldManager": self.field_manager}, dict(patch), MERGE_PATCH)
+        return self.request("PATCH", path, query=self._managed(), body=dict(patch), content_type=MERGE_PATCH)
 
     def json_patch(self, path: str, operations: Sequence[Mapping[str, Any]]) -> JSON:
         return self.request(
-            "PATCH", path, {"fieldManager": self.field_manager}, [dict(o) for o in operations], JSON_PATCH
+            "PATCH", path, query=self._managed(), body=[dict(o) for o in operations], content_type=JSON_PATCH
         )
 
     def replace(self, path: str, body: Mapping[str, Any]) -> JSON:
         """PUT: fails with 409 Conflict when body's resourceVersion is not the stored one."""
-        return self.request("PUT", path, {"fieldManager": self.field_manager}, dict(body))
+        return self.request("PUT", path, query=self._managed(), body=dict(body))
 
     def delete(self, path: str, uid: str | None = None) -> bool:
         """Delete (background propagation), only the object with `uid` if given; False if it was gone."""
@@ -348,7 +346,7 @@ class Kube:
         }
         if label_selector:
             query["labelSelector"] = label_selector
-        response = self._send("GET", path, query, timeout=(10.0, timeout_seconds + 30.0))
+        response = self._send("GET", path, (10.0, timeout_seconds + 30.0), query=query)
         raw = response.response
         if not 200 <= response.status <= 299:
             raise _http_error(response.status, response.reason, raw.data)
