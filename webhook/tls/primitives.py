@@ -50,6 +50,26 @@ def _name(common_name: str, organizations: Sequence[str] = (ORGANIZATION,)) -> x
     )
 
 
+# x509.KeyUsage's nine flags; a certificate grants the ones it names
+_KEY_USAGE_FLAGS = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+CA_KEY_USAGES = ("digital_signature", "key_cert_sign", "crl_sign")
+LEAF_KEY_USAGES = ("digital_signature", "key_encipherment")
+
+
+def _key_usage(*granted: str) -> x509.KeyUsage:
+    return x509.KeyUsage(**{flag: flag in granted for flag in _KEY_USAGE_FLAGS})
+
+
 def _sign(
     subject: x509.Name,
     public: ec.EllipticCurvePublicKey,
@@ -72,20 +92,7 @@ def _sign(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=not ca,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=ca,
-                crl_sign=ca,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(*CA_KEY_USAGES) if ca else _key_usage(*LEAF_KEY_USAGES), critical=True)
     )
     for extension in extensions:
         builder = builder.add_extension(extension, critical=False)
