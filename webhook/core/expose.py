@@ -252,22 +252,29 @@ def expose(
         service_name=service_name(settings, identity) if concrete else "",
         tls=tls,
     )
+    _record(metadata, plan, settings, known_name or _runtime_choice(settings), concrete)
+    return plan
+
+
+def _record(
+    metadata: dict[str, Any], plan: BrokerPlan, settings: Settings, listener_choice: str, concrete: bool
+) -> None:
+    """Label the pod exposed and annotate what was decided (a template gets what holds for all)."""
     # new maps, not edits of the old ones (see podspec.editable_pod)
     metadata["labels"] = {**str_map(metadata.get("labels"), "metadata.labels"), EXPOSED_LABEL: "true"}
     annotations = metadata["annotations"] = dict(str_map(metadata.get("annotations"), "metadata.annotations"))
-    annotations[FLAVOR] = flavor.name
+    annotations[FLAVOR] = plan.flavor
     annotations[SETTINGS_VERSION] = settings.version
-    annotations[LISTENER] = known_name or _runtime_choice(settings)
+    annotations[LISTENER] = listener_choice
     if concrete:
         annotations[ADVERTISED] = plan.advertised
         annotations[SERVICE] = plan.service_name
-        annotations[CONTAINER_PORT] = str(container_port)
-        decided = "SSL or SASL_SSL, as the client listener" if tls else "as the client listener"
-        annotations[SECURITY_PROTOCOL] = protocol or f"{decided} (decided at start)"
-        if tls is not None:
-            annotations[CERTIFICATE] = tls.certificate
-            annotations[TLS_SECRET] = tls.secret
-    return plan
+        annotations[CONTAINER_PORT] = str(plan.container_port)
+        decided = "SSL or SASL_SSL, as the client listener" if plan.tls else "as the client listener"
+        annotations[SECURITY_PROTOCOL] = plan.security_protocol or f"{decided} (decided at start)"
+        if plan.tls is not None:
+            annotations[CERTIFICATE] = plan.tls.certificate
+            annotations[TLS_SECRET] = plan.tls.secret
 
 
 def _str_or_none(value: Any) -> str | None:
