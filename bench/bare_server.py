@@ -49,7 +49,8 @@ def create_bare_app() -> Any:
 def main() -> int:
     from gunicorn.app.base import BaseApplication
 
-    from webhook.reload import CertificateStore, SettingsStore
+    from webhook.config import SettingsStore
+    from webhook.tls.served import CertificateStore
     from webhook.server.gunicorn import Runtime, gunicorn_options
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
