@@ -50,8 +50,8 @@ def main() -> int:
     from gunicorn.app.base import BaseApplication
 
     from webhook.config import SettingsStore
-    from webhook.tls.served import CertificateStore
     from webhook.server.gunicorn import Runtime, gunicorn_options
+    from webhook.tls.served import CertificateStore
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ("--config", "--cert", "--key", "--bind"):
