@@ -136,19 +136,38 @@ def check_size(length: int | None) -> None:
         )
 
 
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_QUOTES_OR_BRACKETS = bytes(b for b in range(256) if b not in b'"[]{}')
 _DEPTH_STEP = [1 if b in b"[{" else -1 if b in b"]}" else 0 for b in range(256)]
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
 
 
-def json_depth(body: bytes) -> int:
+def json_depth(body: bytes, cap: int = MAX_JSON_DEPTH) -> int:
     """The deepest nesting of arrays and objects in a JSON text, without parsing (brackets inside
     strings do not count). Linear time, constant stack, C-speed passes: safe on hostile input.
 
-    Escaped backslashes, then escaped quotes, are removed; the remaining quotes delimit strings, so
-    every other piece of the text split on quotes is outside strings. parse_review caps the commas
-    first, which bounds the number of strings and so the pieces of that split."""
-    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    brackets = b"".join(unescaped.split(b'"')[::2]).translate(None, _NOT_BRACKETS)
+    Escaped backslashes, then escaped quotes, are removed; of the rest only quotes and brackets are
+    kept, and the quotes delimit strings, so every other piece of that split on quotes is outside
+    strings. parse_review caps the commas first, which bounds the number of strings and so the
+    pieces of the split. The depth of what is left is the number of passes that peel its innermost
+    pairs, up to `cap`; past it, or unbalanced, a prefix sum says exactly how deep. (On the 10 KB
+    broker review: ~60 us, where splitting the whole body and summing took ~90.)"""
+    if b"\\\\" in body:
+        body = body.replace(b"\\\\", b"")
+    if b'\\"' in body:
+        body = body.replace(b'\\"', b"")
+    # Two quotes side by side open and close an empty string, or close one string and open the next
+    # with nothing outside between them: dropping them merges or removes strings, never moves a
+    # bracket in or out of one. Most strings hold no bracket, so few quotes are left to split on.
+    quotes_and_brackets = body.translate(None, _NOT_QUOTES_OR_BRACKETS).replace(b'""', b"")
+    brackets = b"".join(quotes_and_brackets.split(b'"')[::2])
+    rest, passes = brackets.translate(_ONE_KIND), 0
+    while rest and passes <= cap:
+        peeled = rest.replace(b"[]", b"")
+        if len(peeled) == len(rest):
+            break  # unbalanced
+        rest, passes = peeled, passes + 1
+    if not rest:
+        return passes
     return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
 
 
@@ -167,17 +186,25 @@ def parse_review(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Review:
     depth = json_depth(body)
     if depth > max_depth:
         raise BadReview(400, f"JSON nested {depth} levels deep, over the limit of {max_depth}", "too_deep")
+    return review_from_document(_decode(body, max_depth))
+
+
+def _decode(body: bytes, max_depth: int) -> Any:
+    if not _has_long_digit_run(body):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # the standard library accepts some of it (lone surrogates) or says exactly why not
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as err:
         raise BadReview(400, f"body is not UTF-8 (byte {err.start})", "not_json") from None
     try:
-        document = _DECODER.decode(text)
+        return _DECODER.decode(text)
     except RecursionError:
         raise BadReview(400, f"JSON nested over the limit of {max_depth} levels", "too_deep") from None
     except ValueError as err:
         raise BadReview(400, f"body is not JSON: {err}", "not_json") from None
-    return review_from_document(document)
 
 
 def _not_a_number(constant: str) -> Any:
@@ -195,6 +222,17 @@ def _finite(text: str) -> float:
 # (orjson would encode it as null in a patch). Integers keep their exact value, however long, and
 # escaped lone surrogates their code point: the patch must be made against the object as received.
 _DECODER = json.JSONDecoder(parse_constant=_not_a_number, parse_float=_finite)
+# orjson decodes 2.5x faster and, where it accepts a text, to the same value as _DECODER (no NaN, no
+# infinity, last duplicate key wins; tests/unit/admission compare the two on hostile texts), except
+# integers outside 64 bits, which it rounds to floats: a text with a run of 19 digits anywhere
+# (inside strings too: only a cheaper path is given up) goes to _DECODER. (Found by mapping digits
+# to 0 and the rest to 1, then a substring search: 12 us on 10 KB, where a regex takes 140.)
+_DIGITS_TO_ZERO = bytes(ord("0") if b in b"0123456789" else ord("1") for b in range(256))
+_LONG_DIGITS = b"0" * 19
+
+
+def _has_long_digit_run(body: bytes) -> bool:
+    return _LONG_DIGITS in body.translate(_DIGITS_TO_ZERO)
 
 
 def review_from_document(document: Any) -> Review:

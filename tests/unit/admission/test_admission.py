@@ -253,6 +253,76 @@ def test_depth_scan_matches_the_parsed_depth(value: Any) -> None:
         assert wire.json_depth(json.dumps(value, ensure_ascii=ensure_ascii).encode()) == true_depth(value)
 
 
+def _exact(raw: bytes) -> tuple[str, Any]:
+    """What the standard library's strict decoder (the reference) makes of `raw`."""
+    try:
+        return "value", wire._DECODER.decode(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return "refused", None
+
+
+def _fast(raw: bytes) -> tuple[str, Any]:
+    try:
+        return "value", wire._decode(raw, wire.MAX_JSON_DEPTH)
+    except BadReview:
+        return "refused", None
+
+
+# Texts where decoders disagree if any do: big and long numbers, floats out of range, NaN,
+# duplicate keys, escapes and lone surrogates, control characters, a BOM, trailing data.
+tricky_texts = st.lists(
+    st.sampled_from(
+        [
+            b"[",
+            b"]",
+            b"{",
+            b"}",
+            b",",
+            b":",
+            b'"k"',
+            b'"a\\ud800"',
+            b'"\\ud83d\\ude00"',
+            b'"\t"',
+            b'"\x01"',
+            b"1",
+            b"-0",
+            b"1e400",
+            b"-1e400",
+            b"1e-400",
+            b"NaN",
+            b"Infinity",
+            b"0.1000000000000000055511",
+            b"18446744073709551615",
+            b"18446744073709551616",
+            b"-9223372036854775809",
+            b"123456789012345678901234",
+            b"true",
+            b"null",
+            b" ",
+            b"\xef\xbb\xbf",
+            b"\xed\xa0\x80",
+            b'"\\""',
+            b'"\\/"',
+        ]
+    ),
+    max_size=14,
+).map(b"".join)
+
+
+@given(tricky_texts | json_values.map(lambda v: json.dumps(v).encode()))
+@settings(max_examples=500, deadline=None)
+def test_the_fast_decoder_gives_what_the_strict_one_gives(raw: bytes) -> None:
+    # orjson decodes where it agrees with the standard library; where it would differ it steps aside
+    exact, fast = _exact(raw), _fast(raw)
+    assert fast[0] == exact[0], raw
+    assert repr(fast[1]) == repr(exact[1]), raw  # repr: nan != nan, and 1 == 1.0 == True
+
+
+def test_integers_past_64_bits_keep_their_exact_value() -> None:
+    for text in (b"[18446744073709551616]", b"[-9223372036854775809]", b'{"a": 1234567890123456789012}'):
+        assert repr(wire._decode(text, 100)) == repr(json.loads(text))
+
+
 @given(st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()))
 @settings(max_examples=300, deadline=None)
 def test_garbage_only_ever_raises_bad_review(raw: bytes) -> None:
