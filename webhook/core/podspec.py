@@ -64,7 +64,8 @@ def containers(spec: Mapping[str, Any], field: str = "containers") -> list[dict[
 def env_list(container: Mapping[str, Any]) -> list[dict[str, Any]]:
     entries = as_list(container.get("env"), "env")
     for entry in entries:
-        as_str(dict_at(entry, "env[]").get("name"), "env[].name")
+        if type(entry) is not dict or type(entry.get("name")) is not str:  # cheap: runs per lookup
+            as_str(dict_at(entry, "env[]").get("name"), "env[].name")
     return entries
 
 

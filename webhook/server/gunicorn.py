@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gunicorn import glogging
 from gunicorn import http as gunicorn_http
 from gunicorn.workers import gthread
 
@@ -223,6 +224,15 @@ def child_exit(server: Any, worker: Any) -> None:
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
+class NoAccessLogger(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's logger without access lines. The app logs one line per admission; gunicorn, once
+    given a logging config, builds every access line's atoms (about 0.1 ms of a request, measured
+    with py-spy) before the level filter drops the line."""
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        return None
+
+
 def gunicorn_options(
     runtime: Runtime,
     *,
@@ -259,6 +269,7 @@ def gunicorn_options(
         "logconfig_dict": gunicorn_logconfig(log_level),
         "errorlog": "-",
         "accesslog": None,  # one admission line per request is logged by the app instead
+        "logger_class": NoAccessLogger,
         "proc_name": "kafka-expose",
         "control_socket_disable": True,
         "preload_app": False,
