@@ -54,8 +54,8 @@ fuzz-long: deps  ## 100,000 hostile bodies over HTTPS, then the worst-case bodie
 load: deps tools  ## 200 brokers in 20 namespaces while the webhook is hammered at 200 req/s; 1,000 unrelated pods
 	$(PYTHON) bench/load.py --namespaces 20 --per-namespace 10 --unrelated 1000
 
-fleet: deps tools  ## broker StatefulSets at 500 and 1,000 brokers beside 5,000 unrelated pods: the controller's cost per broker
-	$(PYTHON) bench/fleet.py --sizes $(or $(FLEET_SIZES),500,1000) --unrelated 5000
+fleet: deps tools  ## broker StatefulSets growing to 500, 1,000, 2,000 and 5,000 brokers beside 5,000 unrelated pods (~25 min)
+	$(PYTHON) bench/fleet.py --sizes $(or $(FLEET_SIZES),500,1000,2000,5000) --unrelated 5000
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,8 @@ import socket
 import threading
 from typing import Any
 
+from webhook.controller.queue import DEFAULT_WORKERS
+
 log = logging.getLogger("kafka_expose.controller")
 
 DEFAULT_LEASE_NAME = "kafka-expose-controller"
@@ -49,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="/healthz, /readyz and /metrics over plain HTTP (0: off)",
     )
     parser.add_argument("--metrics-bind", default="0.0.0.0", metavar="ADDRESS", help="metrics listen address")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help=f"namespaces reconciled at once (default {DEFAULT_WORKERS})",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     # hidden: the settings file poll interval and the server-side watch timeout
     parser.add_argument("--reload-interval", type=float, default=2.0, help=argparse.SUPPRESS)
@@ -66,7 +75,7 @@ LEASE_TIMINGS = (
 def run(args: argparse.Namespace) -> int:
     from webhook.config import SettingsStore
     from webhook.controller.health import HealthServer
-    from webhook.controller.manager import Controller
+    from webhook.controller.manager import Controller, TermOptions
     from webhook.controller.metrics import Metrics
     from webhook.kube.client import Backoff, Kube, load_api_client
     from webhook.kube.leader import Lease
@@ -75,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     if args.log_level != "debug":  # urllib3 warns on each connection retry; our own logs say what failed
         logging.getLogger("urllib3").setLevel(logging.ERROR)
+    if args.workers < 1:
+        log.error("--workers must be at least 1")
+        return 2
     timings = (args.lease_duration, args.renew_deadline, args.retry_period)
     try:
         lease = Lease(args.lease_namespace, args.lease_name, args.identity, *timings)
@@ -100,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         settings,
         metrics,
         lease,
-        watch_timeout=int(args.watch_timeout),
+        TermOptions(watch_timeout=int(args.watch_timeout), workers=args.workers),
     )
     health = None
     if args.metrics_port:  # /healthz, /readyz and /metrics (controller/health.py)

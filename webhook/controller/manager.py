@@ -2,10 +2,11 @@
 
 Level-triggered. Watches (`watches.py`) keep small fingerprints of what can change the plan: opted-in
 namespaces, pods labelled `kafka-expose.io/exposed`, StatefulSets, and the Services we manage. A
-change puts its namespace on a deduplicated work queue (`queue.py`); one worker reconciles a
-namespace at a time (`reconciler.py`: read fresh, plan with the pure core, act). Every namespace of
+change puts its namespace on a deduplicated work queue (`queue.py`); workers (`--workers`, 4) reconcile
+namespaces side by side, each namespace by one worker at a time (`reconciler.py`: read fresh, plan
+with the pure core, act). Every namespace of
 interest is also reconciled every `controller.resyncSeconds`. Replicas elect a leader with a Lease;
-only the leader watches and writes: each leadership term has its own watches, queue and worker.
+only the leader watches and writes: each leadership term has its own watches, queue and workers.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import random
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from webhook.config import SettingsStore
 from webhook.controller.metrics import Metrics
-from webhook.controller.queue import WorkQueue
+from webhook.controller.queue import DEFAULT_WORKERS, WorkQueue
 from webhook.controller.reconciler import Reconciler
 from webhook.controller.watches import (
     Watcher,
@@ -38,8 +40,14 @@ log = logging.getLogger("kafka_expose.controller")
 COMPONENT = "kafka-expose-controller"
 
 
+@dataclass(frozen=True)
+class TermOptions:
+    watch_timeout: int = 300  # seconds the API server keeps a watch open
+    workers: int = DEFAULT_WORKERS
+
+
 class Term:
-    """One leadership term: watches, the work queue, the worker and the periodic resync."""
+    """One leadership term: watches, the work queue, the workers and the periodic resync."""
 
     def __init__(
         self,
@@ -47,7 +55,7 @@ class Term:
         reconciler: Reconciler,
         settings: SettingsStore,
         metrics: Metrics,
-        watch_timeout: int = 300,
+        options: TermOptions = TermOptions(),
     ) -> None:
         self.kube = Kube(watch_kube.api)  # its own, so closing this term's watches closes no other's
         self.reconciler = reconciler
@@ -72,7 +80,7 @@ class Term:
                 fingerprint,
                 changed or self.queue.add,
                 self.stop,
-                watch_timeout,
+                options.watch_timeout,
             )
 
         self.namespaces = watcher(
@@ -97,7 +105,12 @@ class Term:
         self.watchers = [self.namespaces, self.pods, self.services, self.statefulsets]
         self.threads: list[threading.Thread] = [
             *self.watchers,
-            threading.Thread(target=self._work, name="worker", daemon=True),
+            # Namespaces are reconciled side by side (the queue hands a namespace to one worker at a
+            # time): a reconcile mostly waits for the API server, so one worker bounds a storm's pace.
+            *(
+                threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
+                for i in range(options.workers)
+            ),
             threading.Thread(target=self._resync, name="resync", daemon=True),
         ]
 
@@ -206,12 +219,12 @@ class Controller:
         settings: SettingsStore,
         metrics: Metrics,
         lease: Lease,
-        watch_timeout: int = 300,
+        term_options: TermOptions = TermOptions(),
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.watch_kube = watch_kube
-        self.watch_timeout = watch_timeout
+        self.term_options = term_options
         self.elector = LeaderElector(
             elector_kube, lease, on_started_leading=self._started, on_stopped_leading=self._stopped
         )
@@ -226,9 +239,7 @@ class Controller:
         with self._lock:
             self.metrics.leader.set(1)
             self.reconciler.pending.clear()
-            self.term = Term(
-                self.watch_kube, self.reconciler, self.settings, self.metrics, self.watch_timeout
-            )
+            self.term = Term(self.watch_kube, self.reconciler, self.settings, self.metrics, self.term_options)
             self.term.start()
 
     def _stopped(self) -> None:

@@ -7,6 +7,8 @@ import heapq
 import threading
 import time
 
+DEFAULT_WORKERS = 4  # namespaces reconciled at once (controller-runtime's MaxConcurrentReconciles)
+
 
 class WorkQueue:
     """Namespaces to reconcile. An item is queued once however often it is added, handed to one

@@ -9,6 +9,7 @@ arms stay together so that every write the controller makes is in one file.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -112,8 +113,8 @@ class Reconciler:
     is_leader: Callable[[], bool]
     clock: Callable[[], float] = time.time
     pending: dict[str, dict[str, float]] = field(default_factory=dict, init=False, repr=False)
-    # this reconcile's creates, by StatefulSet
-    _created: dict[str, list[tuple[str, str]]] = field(default_factory=dict, init=False, repr=False)
+    # per worker thread: the current reconcile's creates, by StatefulSet (see _report_created)
+    _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
     _counted_conflicts: set[tuple[str, str, str | None]] = field(default_factory=set, init=False, repr=False)
     _reported_unexposed: set[str | None] = field(default_factory=set, init=False, repr=False)
     _counted: set[tuple[str | None, ...]] = field(default_factory=set, init=False, repr=False)
@@ -132,7 +133,7 @@ class Reconciler:
         self.pending[namespace] = plan.pending_deletions
         owners = {s["metadata"]["name"]: s for s in statefulsets}
         first_error: ApiError | None = None
-        self._created = {}
+        self._local.created = {}
         for action in plan.actions:
             if not self.is_leader():
                 raise ApiError(0, "NotLeader", "lost the lease while reconciling")
@@ -156,11 +157,15 @@ class Reconciler:
             raise first_error
         return plan.requeue_after
 
+    def _creates(self) -> dict[str, list[tuple[str, str]]]:
+        created: dict[str, list[tuple[str, str]]] = self._local.__dict__.setdefault("created", {})
+        return created
+
     def _report_created(self, owners: Mapping[str, Mapping[str, Any]]) -> None:
         """One ServiceCreated Event per StatefulSet and reconcile, naming every Service created (as
         client-go's aggregation would): a storm of brokers costs one Event per StatefulSet, not one
         per broker (issue 19: writes per broker)."""
-        created, self._created = self._created, {}
+        created, self._local.created = self._creates(), {}
         for statefulset, reasons in created.items():
             services = ", ".join(service for service, _ in reasons)
             detail = "; ".join(reason for _, reason in reasons)
@@ -266,7 +271,7 @@ class Reconciler:
             raise
         # No second write here: the create's field ownership (operation Update) becomes an apply's
         # on the first update that needs it (Update.convert_ownership), which most Services never do.
-        self._created.setdefault(action.statefulset or "", []).append((action.service, action.reason))
+        self._creates().setdefault(action.statefulset or "", []).append((action.service, action.reason))
 
     def _take_apply_ownership(self, service: Mapping[str, Any]) -> Mapping[str, Any]:
         """Turn the create's field ownership (operation Update) into an apply's, so that a later
