@@ -77,11 +77,16 @@ rules:
 - level: None
 """
 KCM_ARGS = ("--kube-api-qps=100", "--kube-api-burst=200", "--concurrent-statefulset-syncs=20")
-# A /16 for Services: the plane's /24 holds 254 ClusterIPs, and every broker gets a Service.
+# A /16 for Services: the plane's /24 holds 254 ClusterIPs, and every broker gets a Service. And
+# 12,768 node ports: the default range (30000-32767) holds 2,768, and each LoadBalancer Service takes
+# one per port, so a first run stopped at ~2,700 brokers with "failed to allocate a nodePort: range
+# is full". A cluster with thousands of LoadBalancers widens the range the same way, or uses a load
+# balancer that routes to pods and sets allocateLoadBalancerNodePorts: false.
 APISERVER_ARGS = (
     "--max-requests-inflight=800",
     "--max-mutating-requests-inflight=400",
     "--service-cluster-ip-range=10.0.0.0/16",
+    "--service-node-port-range=20000-32767",
 )
 REPLICAS = (3, 4, 5, 6, 7, 8, 9, 10)
 
